@@ -8,12 +8,12 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
-// pub mod config;
+pub mod config;
 // pub mod delivery;
-// pub mod mapping;
+pub mod mapping;
 pub mod media;
 // pub mod replay;
 // pub mod runtime;
-// pub mod session;
+pub mod session;
 pub mod sip;
-// pub mod siprec;
+pub mod siprec;

@@ -3,5 +3,6 @@
 //! sockets and files and drives them.
 
 pub mod g711;
+pub mod ports;
 pub mod timeline;
 pub mod wav;

@@ -1,0 +1,415 @@
+//! The gateway's TOML configuration: typed values, a default for every key, unknown keys
+//! rejected. Every key is documented in docs/configuration.md; keep the two in step.
+//!
+//! Loading is pure apart from reading the file and, for the Tethr client secret, an optional
+//! secret file or environment variable, so that no secret has to be written in the config.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Environment variable that can carry the Tethr client secret.
+pub const SECRET_ENV: &str = "SIPREC_GATEWAY_TETHR_CLIENT_SECRET";
+
+/// Why a configuration was refused. Each message names the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// TOML syntax, an unknown key or a value of the wrong type (the message names the key).
+    #[error("{0}")]
+    Parse(String),
+    /// A value that parsed but makes no sense.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub output: OutputConfig,
+    pub spool: SpoolConfig,
+    pub tethr: Option<TethrConfig>,
+    pub metadata: MetadataConfig,
+    pub service: ServiceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// `udp:ADDR:PORT` / `tcp:ADDR:PORT` listeners.
+    pub listen: Vec<Listen>,
+    /// Server / User-Agent header.
+    pub user_agent: String,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: vec![
+                Listen { transport: ListenTransport::Udp, addr: SocketAddr::from(([0, 0, 0, 0], 5060)) },
+                Listen { transport: ListenTransport::Tcp, addr: SocketAddr::from(([0, 0, 0, 0], 5060)) },
+            ],
+            user_agent: format!("siprec-gateway/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Even ports carry RTP, port+1 RTCP.
+    pub rtp_ports: PortRange,
+    /// Address put in the answer's c= line; default: the address the INVITE arrived on.
+    pub advertised_address: Option<IpAddr>,
+    /// Address RTP sockets bind to.
+    pub bind_address: IpAddr,
+    /// No packet on any stream of a call for this long ends the call.
+    #[serde(deserialize_with = "de_duration")]
+    pub rtp_timeout: Duration,
+    /// How far behind the wall clock audio is written, so reordered packets land in place.
+    #[serde(deserialize_with = "de_duration")]
+    pub reorder_window: Duration,
+    /// Most m-lines we record in one call; an offer with more gets 488.
+    pub max_streams: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_ports: PortRange { first: 20000, last: 29999 },
+            advertised_address: None,
+            bind_address: IpAddr::from([0, 0, 0, 0]),
+            rtp_timeout: Duration::from_secs(120),
+            reorder_window: Duration::from_millis(60),
+            max_streams: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { dir: PathBuf::from("./recordings") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig { dir: PathBuf::from("./spool") }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TethrConfig {
+    /// `https://INSTANCE.audio.tethr.com`
+    pub url: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_upload_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_retry_initial", deserialize_with = "de_duration")]
+    pub retry_initial: Duration,
+    #[serde(default = "default_retry_max", deserialize_with = "de_duration")]
+    pub retry_max: Duration,
+}
+
+impl fmt::Debug for TethrConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TethrConfig")
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field("client_secret_file", &self.client_secret_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+fn default_upload_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_retry_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    /// INVITE headers copied into `metaData.sipHeaders`; `*` matches any run of characters.
+    pub carry_headers: Vec<String>,
+    /// Largest recording metadata document accepted (bigger → 413).
+    pub max_size: usize,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig { carry_headers: vec!["X-*".into(), "User-to-User".into()], max_size: 64 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// On SIGTERM/SIGINT, how long active calls may go on before they are ended and finalized.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig { shutdown_grace: Duration::from_secs(30) }
+    }
+}
+
+/// Transport of a SIP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenTransport {
+    Udp,
+    Tcp,
+}
+
+/// One `udp:0.0.0.0:5060` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub transport: ListenTransport,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (t, addr) = s.split_once(':').ok_or_else(|| format!("`{s}` is not TRANSPORT:ADDRESS:PORT"))?;
+        let transport = match t.to_ascii_lowercase().as_str() {
+            "udp" => ListenTransport::Udp,
+            "tcp" => ListenTransport::Tcp,
+            "tls" => return Err("tls listeners are not supported yet".into()),
+            other => return Err(format!("unknown transport `{other}` (udp or tcp)")),
+        };
+        let addr = addr.parse().map_err(|e| format!("`{addr}`: {e}"))?;
+        Ok(Listen { transport, addr })
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An inclusive range of UDP ports, `"20000-29999"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s.split_once('-').ok_or_else(|| format!("`{s}` is not FIRST-LAST"))?;
+        let first: u16 = a.trim().parse().map_err(|e| format!("`{a}`: {e}"))?;
+        let last: u16 = b.trim().parse().map_err(|e| format!("`{b}`: {e}"))?;
+        if first == 0 || last <= first {
+            return Err(format!("`{s}` must be FIRST-LAST with 0 < FIRST < LAST"));
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `"120s"`, `"60ms"`, `"5m"`, `"1h"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("`{s}` needs a unit (ms, s, m, h)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        u => Err(format!("unknown unit `{u}` in `{s}` (ms, s, m, h)")),
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.sip.listen.is_empty() {
+            return Err(ConfigError::Invalid { key: "sip.listen", reason: "at least one listener is needed".into() });
+        }
+        let r = self.media.rtp_ports;
+        if (u32::from(r.last) - u32::from(r.first)) < 3 {
+            return Err(ConfigError::Invalid { key: "media.rtp_ports", reason: "needs at least two even/odd pairs".into() });
+        }
+        if self.media.rtp_timeout.is_zero() {
+            return Err(ConfigError::Invalid { key: "media.rtp_timeout", reason: "must be more than 0".into() });
+        }
+        if self.media.reorder_window > Duration::from_millis(1000) {
+            return Err(ConfigError::Invalid { key: "media.reorder_window", reason: "at most 1000ms".into() });
+        }
+        if self.media.max_streams == 0 {
+            return Err(ConfigError::Invalid { key: "media.max_streams", reason: "must be at least 1".into() });
+        }
+        if let Some(t) = &self.tethr {
+            if !(t.url.starts_with("https://") || t.url.starts_with("http://")) {
+                return Err(ConfigError::Invalid { key: "tethr.url", reason: "must start with https://".into() });
+            }
+            if t.client_id.trim().is_empty() {
+                return Err(ConfigError::Invalid { key: "tethr.client_id", reason: "must not be empty".into() });
+            }
+            if t.client_secret.is_some() && t.client_secret_file.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "tethr.client_secret",
+                    reason: "give client_secret or client_secret_file, not both".into(),
+                });
+            }
+            t.secret()?;
+        }
+        Ok(())
+    }
+}
+
+impl TethrConfig {
+    /// The client secret from the config, the secret file, or the environment, in that order.
+    pub fn secret(&self) -> Result<String, ConfigError> {
+        if let Some(s) = &self.client_secret {
+            return Ok(s.clone());
+        }
+        if let Some(p) = &self.client_secret_file {
+            let s = std::fs::read_to_string(p).map_err(|e| ConfigError::Invalid {
+                key: "tethr.client_secret_file",
+                reason: format!("cannot read {}: {e}", p.display()),
+            })?;
+            return Ok(s.trim().to_string());
+        }
+        match std::env::var(SECRET_ENV) {
+            Ok(s) if !s.is_empty() => Ok(s),
+            _ => Err(ConfigError::Invalid {
+                key: "tethr.client_secret",
+                reason: format!("missing: set client_secret, client_secret_file or {SECRET_ENV}"),
+            }),
+        }
+    }
+}
+
+/// True when `name` matches `pattern` (case-insensitive, `*` = any run of characters).
+pub fn header_pattern_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some((c, rest)) => n.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && go(rest, &n[1..]),
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.sip.listen.len(), 2);
+        assert_eq!(c.media.rtp_ports, PortRange { first: 20000, last: 29999 });
+        assert_eq!(c.media.rtp_timeout, Duration::from_secs(120));
+        assert_eq!(c.output.dir, PathBuf::from("./recordings"));
+        assert!(c.tethr.is_none());
+    }
+
+    #[test]
+    fn issue_example_parses() {
+        let c = Config::from_toml(
+            r#"
+[sip]
+listen = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
+[media]
+rtp_ports = "20000-29999"
+advertised_address = "192.0.2.10"
+rtp_timeout = "120s"
+[output]
+dir = "./recordings"
+[spool]
+dir = "./spool"
+[tethr]
+url = "https://example.audio.tethr.com"
+client_id = "id"
+client_secret = "s3cret"
+[metadata]
+carry_headers = ["X-*", "User-to-User"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.media.advertised_address, Some("192.0.2.10".parse().unwrap()));
+        let t = c.tethr.unwrap();
+        assert_eq!(t.secret().unwrap(), "s3cret");
+        assert!(!format!("{t:?}").contains("s3cret"), "secret must not show in Debug");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_toml("[media]\nrtp_portz = \"1-2\"\n").unwrap_err().to_string();
+        assert!(e.contains("rtp_portz"), "{e}");
+        let e = Config::from_toml("[media]\nrtp_timeout = \"12 parsecs\"\n").unwrap_err().to_string();
+        assert!(e.contains("rtp_timeout"), "{e}");
+        let e = Config::from_toml("[sip]\nlisten = [\"sctp:1.2.3.4:5\"]\n").unwrap_err().to_string();
+        assert!(e.contains("listen") && e.contains("sctp"), "{e}");
+    }
+
+    #[test]
+    fn header_patterns() {
+        assert!(header_pattern_matches("X-*", "x-genesys-id"));
+        assert!(header_pattern_matches("User-to-User", "user-to-user"));
+        assert!(!header_pattern_matches("X-*", "Via"));
+        assert!(header_pattern_matches("*", "anything"));
+    }
+}

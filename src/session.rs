@@ -1,0 +1,243 @@
+//! The recording-session rules (sans-IO): what to answer to an offer, which m-lines become
+//! channels, what a call's file is called, which headers travel into `info`, and the life of
+//! one recording session (`Answered → Confirmed → Ending`).
+//!
+//! The runtime's signalling task asks these functions and keeps one [`Session`] per dialog; it
+//! does the binding, sending and writing.
+
+use std::time::Instant;
+
+use crate::config::header_pattern_matches;
+use crate::media::g711::Law;
+use crate::sip::Message;
+use crate::siprec::sdp::{AudioCodec, ChosenCodec, MediaAnswer, SessionDescription};
+use crate::siprec::{MetadataOutcome, OfferError};
+
+/// A SIP final response the offer calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: u16,
+    pub reason: &'static str,
+    /// For the log: what exactly was wrong.
+    pub detail: String,
+}
+
+/// The response an unusable offer gets (RFC 3261 §21.4, RFC 7866 §6.1).
+pub fn refusal_for(e: &OfferError) -> Refusal {
+    let (code, reason) = match e {
+        OfferError::NoSdp | OfferError::BadSdp(_) => (488, "Not Acceptable Here"),
+        OfferError::Multipart(_) => (400, "Bad Request"),
+        OfferError::MetadataTooLarge { .. } => (413, "Request Entity Too Large"),
+        OfferError::UnsupportedContentType(_) => (415, "Unsupported Media Type"),
+    };
+    Refusal { code, reason, detail: e.to_string() }
+}
+
+/// One recorded stream: the m-line it came from, its channel, and its codec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPlan {
+    pub mline: usize,
+    pub channel: usize,
+    pub label: Option<String>,
+    pub codec: ChosenCodec,
+}
+
+impl StreamPlan {
+    pub fn law(&self) -> Law {
+        match self.codec.codec {
+            AudioCodec::Pcma => Law::A,
+            _ => Law::Mu,
+        }
+    }
+
+    pub fn codec_name(&self) -> &'static str {
+        match self.codec.codec {
+            AudioCodec::Pcma => "PCMA",
+            _ => "PCMU",
+        }
+    }
+}
+
+/// Which m-lines we record: every audio m-line with a port and a codec we decode becomes a
+/// channel, in m-line order. None at all, or more than `max_streams`, is refused with 488.
+pub fn plan_streams(offer: &SessionDescription, max_streams: usize) -> Result<Vec<StreamPlan>, Refusal> {
+    let mut plans = Vec::new();
+    for (i, m) in offer.media.iter().enumerate() {
+        if m.port == 0 {
+            continue;
+        }
+        if let Some(codec) = m.choose_codec() {
+            plans.push(StreamPlan { mline: i, channel: plans.len(), label: m.label.clone(), codec });
+        }
+    }
+    if plans.is_empty() {
+        return Err(Refusal {
+            code: 488,
+            reason: "Not Acceptable Here",
+            detail: "no audio stream with a codec we decode (PCMU, PCMA)".into(),
+        });
+    }
+    if plans.len() > max_streams {
+        return Err(Refusal {
+            code: 488,
+            reason: "Not Acceptable Here",
+            detail: format!("{} streams offered, limit media.max_streams = {max_streams}", plans.len()),
+        });
+    }
+    Ok(plans)
+}
+
+/// The per-m-line answer given the ports bound for the planned streams (`ports[i]` for
+/// `plans[i]`); every other m-line is refused with port 0.
+pub fn media_answers(offer: &SessionDescription, plans: &[StreamPlan], ports: &[u16]) -> Vec<MediaAnswer> {
+    (0..offer.media.len())
+        .map(|i| match plans.iter().position(|p| p.mline == i) {
+            Some(k) => MediaAnswer { port: ports.get(k).copied().unwrap_or(0), codec: Some(plans[k].codec) },
+            None => MediaAnswer { port: 0, codec: None },
+        })
+        .collect()
+}
+
+/// The file-system name of a recording: the sessionId with every character outside
+/// `A-Z a-z 0-9 . _ -` replaced by `_` (and never `.`/`..` or empty).
+pub fn file_name(session_id: &str) -> String {
+    let s: String = session_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .collect();
+    match s.as_str() {
+        "" | "." | ".." => format!("_{s}"),
+        _ => s,
+    }
+}
+
+/// The INVITE headers `patterns` select, under the names as received, in order.
+pub fn carried_headers(request: &Message, patterns: &[String]) -> Vec<(String, String)> {
+    request
+        .headers
+        .iter()
+        .filter(|(n, _)| patterns.iter().any(|p| header_pattern_matches(p, n)))
+        .cloned()
+        .collect()
+}
+
+/// Why a recording ended, as reported in `metaData.gateway.endReason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The SRC sent BYE.
+    Bye,
+    /// No RTP on any stream for `media.rtp_timeout`.
+    RtpTimeout,
+    /// The gateway shut down.
+    Shutdown,
+    /// Our 2xx was never acknowledged.
+    NoAck,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Bye => "bye",
+            EndReason::RtpTimeout => "rtp-timeout",
+            EndReason::Shutdown => "shutdown",
+            EndReason::NoAck => "no-ack",
+        }
+    }
+}
+
+/// Where a recording session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// 200 OK sent, ACK not yet seen.
+    Answered,
+    /// ACK seen.
+    Confirmed,
+    /// Ended; the recording is being finalized.
+    Ending(EndReason),
+}
+
+/// One recording session as the signalling task keeps it.
+#[derive(Debug)]
+pub struct Session {
+    pub session_id: String,
+    pub name: String,
+    /// When the 200 OK was sent: the recording's time zero.
+    pub t0: Instant,
+    pub plans: Vec<StreamPlan>,
+    pub ports: Vec<u16>,
+    pub answer_version: u64,
+    pub answer_id: u64,
+    pub last_answer: String,
+    pub metadata: MetadataOutcome,
+    pub sip_headers: Vec<(String, String)>,
+    pub notes: Vec<String>,
+    pub phase: Phase,
+}
+
+impl Session {
+    /// Records that the session ended; returns false if it had already ended (the first reason
+    /// wins).
+    pub fn end(&mut self, reason: EndReason) -> bool {
+        if let Phase::Ending(_) = self.phase {
+            return false;
+        }
+        self.phase = Phase::Ending(reason);
+        true
+    }
+
+    /// Takes new metadata from a re-INVITE or UPDATE; a parsed document replaces the old one,
+    /// a broken one is noted and the last good one kept.
+    pub fn update_metadata(&mut self, md: MetadataOutcome) {
+        match md {
+            MetadataOutcome::Absent => {}
+            MetadataOutcome::Parsed(_) => self.metadata = md,
+            MetadataOutcome::Invalid { error, .. } => {
+                self.notes.push(format!("metadata update ignored: {error}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::siprec::sdp;
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+m=audio 10000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=label:1\r\na=sendonly\r\n\
+m=video 10002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=label:v\r\na=sendonly\r\n\
+m=audio 10004 RTP/AVP 8\r\na=label:2\r\na=sendonly\r\n";
+
+    #[test]
+    fn audio_mlines_become_channels_in_order_and_video_is_refused() {
+        let offer = sdp::parse(OFFER).unwrap();
+        let plans = plan_streams(&offer, 16).unwrap();
+        assert_eq!(plans.len(), 2);
+        assert_eq!((plans[0].mline, plans[0].channel, plans[0].label.as_deref()), (0, 0, Some("1")));
+        assert_eq!((plans[1].mline, plans[1].channel, plans[1].codec_name()), (2, 1, "PCMA"));
+        let answers = media_answers(&offer, &plans, &[30000, 30002]);
+        assert_eq!(answers.iter().map(|a| a.port).collect::<Vec<_>>(), vec![30000, 0, 30002]);
+        assert_eq!(plan_streams(&offer, 1).unwrap_err().code, 488);
+    }
+
+    #[test]
+    fn file_names_are_safe() {
+        assert_eq!(file_name("a1b2@192.0.2.1"), "a1b2_192.0.2.1");
+        assert_eq!(file_name("../etc/passwd"), ".._etc_passwd");
+        assert_eq!(file_name(".."), "_..");
+        assert_eq!(file_name("ok-1_2.x"), "ok-1_2.x");
+    }
+
+    #[test]
+    fn headers_carried_by_pattern_as_received() {
+        let m = Message::parse(
+            b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\n\
+To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nX-Genesys-CallUUID: u1\r\nUser-to-User: 00ab;encoding=hex\r\n\
+x-other: v\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        let h = carried_headers(&m, &["X-*".to_string(), "user-to-user".to_string()]);
+        let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["X-Genesys-CallUUID", "User-to-User", "x-other"]);
+    }
+}

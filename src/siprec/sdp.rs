@@ -1,0 +1,639 @@
+//! SDP for the recording server: reads what we need from a SIPREC offer (RFC 7866 §8, SDP per
+//! RFC 8866) and writes the answer (RFC 3264 §6).
+//!
+//! Parsing is delegated to `sdp-types` after a normalisation pass: lines are trimmed (it rejects
+//! `v=0 ` with a trailing space), blank lines dropped, runs of spaces in `m=`/`c=` collapsed, and
+//! only the `v=`, `c=`, `m=` and `a=` lines are passed on. The others (`o=`, `s=`, `t=`, `b=`,
+//! ...) carry nothing the recorder uses, and SBCs get them wrong often enough (missing `t=`,
+//! non-numeric session versions, odd `b=` types) that validating them would only turn
+//! recordable calls into 488s.
+//!
+//! It does not negotiate anything beyond choosing one G.711 codec and telephone-event per
+//! audio stream, and it does not support SRTP (`a=crypto`) yet.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// Why an SDP body could not be used.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SdpError {
+    /// The text is not an SDP session description (`sdp-types` rejected it; the message says
+    /// which line and field).
+    #[error("invalid SDP: {0}")]
+    Syntax(String),
+}
+
+/// The parts of a session description the recorder uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDescription {
+    /// Session-level `c=` address, if present and parseable.
+    pub connection: Option<IpAddr>,
+    /// The `m=` sections in offer order (the answer must keep this order, RFC 3264 §6).
+    pub media: Vec<MediaDescription>,
+}
+
+/// One `m=` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDescription {
+    /// Media type: "audio", "video", ...
+    pub media: String,
+    /// Transport port (0 = the offerer disabled this stream).
+    pub port: u16,
+    /// Transport protocol, e.g. "RTP/AVP".
+    pub protocol: String,
+    /// Format list in offer order (RTP payload types for RTP profiles).
+    pub formats: Vec<String>,
+    /// Parseable `a=rtpmap` lines.
+    pub rtpmaps: Vec<RtpMap>,
+    /// `a=label` (RFC 4574), which SIPREC metadata uses to name the stream (RFC 7866 §7.1.1).
+    pub label: Option<String>,
+    /// Media direction; media-level overrides session-level, default sendrecv (RFC 8866 §6.7).
+    pub direction: Direction,
+    /// Media-level `c=` address, if present and parseable.
+    pub connection: Option<IpAddr>,
+}
+
+/// One `a=rtpmap` line (RFC 8866 §6.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpMap {
+    /// RTP payload type.
+    pub payload_type: u8,
+    /// Encoding name as sent (case is not significant).
+    pub encoding: String,
+    /// Clock rate in Hz.
+    pub clock_rate: u32,
+    /// Channel count, for audio, when given.
+    pub channels: Option<u8>,
+}
+
+/// Media direction attribute (RFC 8866 §6.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// `a=sendrecv` (the default).
+    #[default]
+    SendRecv,
+    /// `a=sendonly`: what a SIPREC client normally offers.
+    SendOnly,
+    /// `a=recvonly`.
+    RecvOnly,
+    /// `a=inactive`: e.g. a paused recording.
+    Inactive,
+}
+
+impl Direction {
+    fn from_attribute(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "sendrecv" => Some(Self::SendRecv),
+            "sendonly" => Some(Self::SendOnly),
+            "recvonly" => Some(Self::RecvOnly),
+            "inactive" => Some(Self::Inactive),
+            _ => None,
+        }
+    }
+}
+
+/// The audio codecs the recorder decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioCodec {
+    /// G.711 µ-law.
+    Pcmu,
+    /// G.711 A-law.
+    Pcma,
+}
+
+impl AudioCodec {
+    /// RFC 3551 §6 static payload type.
+    fn static_payload_type(self) -> u8 {
+        match self {
+            Self::Pcmu => 0,
+            Self::Pcma => 8,
+        }
+    }
+
+    /// Encoding name for `a=rtpmap`.
+    fn encoding_name(self) -> &'static str {
+        match self {
+            Self::Pcmu => "PCMU",
+            Self::Pcma => "PCMA",
+        }
+    }
+
+    fn from_static_payload_type(pt: u8) -> Option<Self> {
+        [Self::Pcmu, Self::Pcma]
+            .into_iter()
+            .find(|c| c.static_payload_type() == pt)
+    }
+
+    fn from_encoding_name(name: &str) -> Option<Self> {
+        [Self::Pcmu, Self::Pcma]
+            .into_iter()
+            .find(|c| c.encoding_name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// What the recorder will receive on one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChosenCodec {
+    /// Payload type the offerer will use for the codec.
+    pub payload_type: u8,
+    /// The codec.
+    pub codec: AudioCodec,
+    /// Payload type of RFC 4733 telephone-event at 8000 Hz, if offered.
+    pub telephone_event: Option<u8>,
+}
+
+/// G.711 and RFC 4733 telephone-event at narrowband rate.
+const NARROWBAND_CLOCK: u32 = 8000;
+
+impl MediaDescription {
+    /// The connection address for this stream: media-level `c=`, else session-level.
+    pub fn connection_or(&self, session: &SessionDescription) -> Option<IpAddr> {
+        self.connection.or(session.connection)
+    }
+
+    /// First format in the offer's order that we decode (static PT 0/8 without rtpmap count;
+    /// dynamic PTs by rtpmap name, case-insensitive, clock 8000), plus the telephone-event PT
+    /// (8000 Hz) if offered. None for non-audio or nothing decodable.
+    pub fn choose_codec(&self) -> Option<ChosenCodec> {
+        if !self.media.eq_ignore_ascii_case("audio") {
+            return None;
+        }
+        let (payload_type, codec) = self
+            .payload_types()
+            .find_map(|pt| self.decodable(pt).map(|codec| (pt, codec)))?;
+        let telephone_event = self.payload_types().find(|&pt| {
+            self.rtpmap(pt).is_some_and(|m| {
+                m.encoding.eq_ignore_ascii_case("telephone-event")
+                    && m.clock_rate == NARROWBAND_CLOCK
+            })
+        });
+        Some(ChosenCodec {
+            payload_type,
+            codec,
+            telephone_event,
+        })
+    }
+
+    /// The formats that are RTP payload types, in offer order.
+    fn payload_types(&self) -> impl Iterator<Item = u8> + '_ {
+        self.formats.iter().filter_map(|f| f.parse::<u8>().ok())
+    }
+
+    fn rtpmap(&self, payload_type: u8) -> Option<&RtpMap> {
+        self.rtpmaps.iter().find(|m| m.payload_type == payload_type)
+    }
+
+    /// The codec this payload type carries, if we decode it. An rtpmap wins over the static
+    /// assignment (RFC 3551 §6 allows rebinding, however rare).
+    fn decodable(&self, payload_type: u8) -> Option<AudioCodec> {
+        match self.rtpmap(payload_type) {
+            Some(map) => AudioCodec::from_encoding_name(&map.encoding).filter(|_| {
+                map.clock_rate == NARROWBAND_CLOCK && map.channels.is_none_or(|c| c == 1)
+            }),
+            None => AudioCodec::from_static_payload_type(payload_type),
+        }
+    }
+}
+
+/// The recorder's decision for one offered `m=` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaAnswer {
+    /// Local RTP port; 0 rejects the stream.
+    pub port: u16,
+    /// The codec to answer with; a line without one is rejected.
+    pub codec: Option<ChosenCodec>,
+}
+
+/// One m= line per offered m-line, same order and media type; accepted lines: `a=recvonly`, the
+/// offer's `a=label`, rtpmap for the chosen codec and telephone-event (with fmtp 0-16 when
+/// offered); rejected lines: port 0 and the offer's first format. CRLF line endings. o= with the
+/// given ids, s=-, c=IN IP4/IP6 address, t=0 0.
+///
+/// An accepted line whose offer is `a=inactive` or `a=recvonly` is answered `a=inactive`, as
+/// RFC 3264 §6.1 requires. A missing entry in `answers` rejects the line, and so does a port 0
+/// in the offer (RFC 3264 §6: a stream rejected in the offer stays rejected).
+pub fn build_answer(
+    offer: &SessionDescription,
+    answers: &[MediaAnswer],
+    address: IpAddr,
+    session_id: u64,
+    session_version: u64,
+) -> String {
+    let addrtype = match address {
+        IpAddr::V4(_) => "IP4",
+        IpAddr::V6(_) => "IP6",
+    };
+    let mut sdp = String::new();
+    // `write!` into a String cannot fail; the results are ignored for that reason.
+    let _ = write!(
+        sdp,
+        "v=0\r\no=- {session_id} {session_version} IN {addrtype} {address}\r\ns=-\r\nc=IN {addrtype} {address}\r\nt=0 0\r\n"
+    );
+    for (i, media) in offer.media.iter().enumerate() {
+        let accepted = answers
+            .get(i)
+            .filter(|a| a.port != 0 && media.port != 0)
+            .and_then(|a| a.codec.map(|codec| (a.port, codec)));
+        let Some((port, chosen)) = accepted else {
+            // RFC 3264 §6: a rejected stream keeps its line, with port 0 and at least one format.
+            let format = media.formats.first().map_or("0", String::as_str);
+            let _ = write!(sdp, "m={} 0 {} {format}\r\n", media.media, media.protocol);
+            continue;
+        };
+        let _ = write!(
+            sdp,
+            "m={} {port} {} {}",
+            media.media, media.protocol, chosen.payload_type
+        );
+        if let Some(te) = chosen.telephone_event {
+            let _ = write!(sdp, " {te}");
+        }
+        let _ = write!(
+            sdp,
+            "\r\na=rtpmap:{} {}/{NARROWBAND_CLOCK}\r\n",
+            chosen.payload_type,
+            chosen.codec.encoding_name()
+        );
+        if let Some(te) = chosen.telephone_event {
+            // RFC 4733 §2.4.1: events 0-15 are the DTMF digits, 16 is flash.
+            let _ = write!(
+                sdp,
+                "a=rtpmap:{te} telephone-event/{NARROWBAND_CLOCK}\r\na=fmtp:{te} 0-16\r\n"
+            );
+        }
+        if let Some(label) = &media.label {
+            let _ = write!(sdp, "a=label:{label}\r\n");
+        }
+        let direction = match media.direction {
+            Direction::SendOnly | Direction::SendRecv => "recvonly",
+            Direction::RecvOnly | Direction::Inactive => "inactive",
+        };
+        let _ = write!(sdp, "a={direction}\r\n");
+    }
+    sdp
+}
+
+/// Parses an SDP session description (see the module doc for what is tolerated).
+pub fn parse(text: &str) -> Result<SessionDescription, SdpError> {
+    let session = sdp_types::Session::parse(normalize(text).as_bytes())
+        .map_err(|e| SdpError::Syntax(e.to_string()))?;
+    let session_direction = direction_of(&session.attributes).unwrap_or_default();
+    let media = session
+        .medias
+        .iter()
+        .map(|m| MediaDescription {
+            media: m.media.clone(),
+            port: m.port,
+            protocol: m.proto.clone(),
+            formats: m.fmt.split_whitespace().map(str::to_owned).collect(),
+            rtpmaps: m
+                .attributes_typed::<sdp_types::RtpMap>()
+                .filter_map(Result::ok)
+                .map(|r| RtpMap {
+                    payload_type: r.payload_type,
+                    encoding: r.encoding_name,
+                    clock_rate: r.clock_rate,
+                    channels: r.encoding_params.and_then(|p| p.trim().parse().ok()),
+                })
+                .collect(),
+            label: m
+                .attributes
+                .iter()
+                .find(|a| a.attribute.eq_ignore_ascii_case("label"))
+                .and_then(|a| a.value.as_deref())
+                .map(str::trim)
+                // The label is echoed into the answer: keep only printable text.
+                .filter(|l| !l.is_empty() && !l.contains(char::is_control))
+                .map(str::to_owned),
+            direction: direction_of(&m.attributes).unwrap_or(session_direction),
+            connection: m.connections.iter().find_map(connection_ip),
+        })
+        .collect();
+    Ok(SessionDescription {
+        connection: session.connection.as_ref().and_then(connection_ip),
+        media,
+    })
+}
+
+/// The last direction attribute in the list, if any.
+fn direction_of(attributes: &[sdp_types::Attribute]) -> Option<Direction> {
+    attributes
+        .iter()
+        .rev()
+        .find_map(|a| Direction::from_attribute(&a.attribute))
+}
+
+/// The unicast address of a `c=` line; `None` for placeholders SBCs send (e.g. a masked
+/// `X.X.X.X`), so the caller falls back to the session level or the packet source.
+fn connection_ip(connection: &sdp_types::Connection) -> Option<IpAddr> {
+    connection.try_address().ok().map(|a| a.ip)
+}
+
+/// Keeps only the lines we read, trimmed, in a form `sdp-types` accepts (see module doc).
+fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // A lone CR is taken as a line end too: sdp-types rejects a CR inside a line, and some
+    // stacks end lines with CR only. Lines with NUL are dropped for the same reason.
+    for line in text.split(['\r', '\n']).map(str::trim) {
+        if line.contains('\0') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match key {
+            "v" | "a" => out.push_str(line),
+            "m" | "c" => {
+                out.push_str(key);
+                out.push('=');
+                for (i, word) in value.split_whitespace().enumerate() {
+                    if i > 0 {
+                        out.push(' ');
+                    }
+                    out.push_str(word);
+                }
+            }
+            _ => continue,
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const TWO_STREAM_OFFER: &str = "v=0\r\n\
+o=SRC-Test 4711 2 IN IP4 198.51.100.7\r\n\
+s=SIP Call\r\n\
+c=IN IP4 198.51.100.7\r\n\
+t=0 0\r\n\
+m=audio 31000 RTP/AVP 0 101\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-16\r\n\
+a=ptime:20\r\n\
+a=sendonly\r\n\
+a=label:1\r\n\
+m=audio 31002 RTP/AVP 0 101\r\n\
+c=IN IP4 198.51.100.9\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-16\r\n\
+a=sendonly\r\n\
+a=label:2\r\n";
+
+    fn answers_for(offer: &SessionDescription, first_port: u16) -> Vec<MediaAnswer> {
+        offer
+            .media
+            .iter()
+            .zip((first_port..).step_by(2))
+            .map(|(m, port)| {
+                let codec = m.choose_codec();
+                MediaAnswer {
+                    port: if codec.is_some() { port } else { 0 },
+                    codec,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parses_two_stream_siprec_offer() {
+        let sdp = parse(TWO_STREAM_OFFER).unwrap();
+        assert_eq!(
+            sdp.connection,
+            Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)))
+        );
+        assert_eq!(sdp.media.len(), 2);
+        let m = &sdp.media[0];
+        assert_eq!(
+            (m.media.as_str(), m.port, m.protocol.as_str()),
+            ("audio", 31000, "RTP/AVP")
+        );
+        assert_eq!(m.formats, ["0", "101"]);
+        assert_eq!(m.label.as_deref(), Some("1"));
+        assert_eq!(m.direction, Direction::SendOnly);
+        assert_eq!(m.connection, None);
+        assert_eq!(
+            m.connection_or(&sdp),
+            Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)))
+        );
+        assert_eq!(
+            m.rtpmaps[1],
+            RtpMap {
+                payload_type: 101,
+                encoding: "telephone-event".into(),
+                clock_rate: 8000,
+                channels: None
+            }
+        );
+        assert_eq!(
+            sdp.media[1].connection_or(&sdp),
+            Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)))
+        );
+    }
+
+    #[test]
+    fn answer_for_two_stream_offer_has_every_line() {
+        let offer = parse(TWO_STREAM_OFFER).unwrap();
+        let answers = answers_for(&offer, 40000);
+        let answer = build_answer(
+            &offer,
+            &answers,
+            IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)),
+            77,
+            1,
+        );
+        let expected = [
+            "v=0",
+            "o=- 77 1 IN IP4 203.0.113.5",
+            "s=-",
+            "c=IN IP4 203.0.113.5",
+            "t=0 0",
+            "m=audio 40000 RTP/AVP 0 101",
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-16",
+            "a=label:1",
+            "a=recvonly",
+            "m=audio 40002 RTP/AVP 0 101",
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-16",
+            "a=label:2",
+            "a=recvonly",
+        ];
+        assert_eq!(answer, expected.map(|l| format!("{l}\r\n")).concat());
+        // The answer itself parses back with the same shape.
+        let reparsed = parse(&answer).unwrap();
+        assert_eq!(reparsed.media.len(), 2);
+        assert_eq!(reparsed.media[1].direction, Direction::RecvOnly);
+    }
+
+    #[test]
+    fn video_line_is_rejected_with_port_zero_and_first_format() {
+        let offer = parse(
+            "v=0\r\nc=IN IP6 2001:db8::7\r\nm=audio 5004 RTP/AVP 8\r\na=label:a_leg\r\nm=video 5006 RTP/AVP 96 97\r\na=rtpmap:96 H264/90000\r\na=label:v\r\n",
+        )
+        .unwrap();
+        assert_eq!(offer.media[1].choose_codec(), None);
+        let answers = answers_for(&offer, 6000);
+        let answer = build_answer(&offer, &answers, "2001:db8::1".parse().unwrap(), 1, 2);
+        assert!(answer.starts_with(
+            "v=0\r\no=- 1 2 IN IP6 2001:db8::1\r\ns=-\r\nc=IN IP6 2001:db8::1\r\nt=0 0\r\n"
+        ));
+        assert!(
+            answer.ends_with("a=label:a_leg\r\na=recvonly\r\nm=video 0 RTP/AVP 96\r\n"),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn missing_or_portless_answer_rejects_the_line() {
+        let offer = parse(TWO_STREAM_OFFER).unwrap();
+        let chosen = offer.media[0].choose_codec();
+        let answer = build_answer(
+            &offer,
+            &[MediaAnswer {
+                port: 0,
+                codec: chosen,
+            }],
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            1,
+            1,
+        );
+        assert_eq!(
+            answer.matches("m=audio 0 RTP/AVP 0\r\n").count(),
+            2,
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn line_disabled_in_the_offer_stays_rejected() {
+        let offer = parse("v=0\r\nm=audio 0 RTP/AVP 8\r\n").unwrap();
+        let answer = MediaAnswer {
+            port: 4000,
+            codec: offer.media[0].choose_codec(),
+        };
+        let answer = build_answer(&offer, &[answer], IpAddr::V4(Ipv4Addr::LOCALHOST), 1, 1);
+        assert!(
+            answer.ends_with("t=0 0\r\nm=audio 0 RTP/AVP 8\r\n"),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn pcma_chosen_when_only_pcma_offered() {
+        let sdp = parse("v=0\nm=audio 7000 RTP/AVP 18 8 101\na=rtpmap:18 G729/8000\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\n").unwrap();
+        assert_eq!(
+            sdp.media[0].choose_codec(),
+            Some(ChosenCodec {
+                payload_type: 8,
+                codec: AudioCodec::Pcma,
+                telephone_event: Some(101)
+            })
+        );
+    }
+
+    #[test]
+    fn static_payload_types_count_without_rtpmap_and_offer_order_wins() {
+        let sdp = parse("v=0\r\nm=audio 7000 RTP/AVP 8 0\r\n").unwrap();
+        let chosen = sdp.media[0].choose_codec().unwrap();
+        assert_eq!(
+            (chosen.payload_type, chosen.codec, chosen.telephone_event),
+            (8, AudioCodec::Pcma, None)
+        );
+    }
+
+    #[test]
+    fn dynamic_payload_type_matched_by_name_case_insensitively_at_8000_only() {
+        let sdp = parse("v=0\r\nm=audio 7000 RTP/AVP 110 111 98 97\r\na=rtpmap:110 pcmu/16000\r\na=rtpmap:111 PCMA/8000/2\r\na=rtpmap:98 telephone-event/48000\r\na=rtpmap:97 pcmu/8000\r\n").unwrap();
+        assert_eq!(
+            sdp.media[0].choose_codec(),
+            Some(ChosenCodec {
+                payload_type: 97,
+                codec: AudioCodec::Pcmu,
+                telephone_event: None
+            })
+        );
+    }
+
+    #[test]
+    fn telephone_event_is_carried_into_the_answer_with_its_payload_type() {
+        let offer = parse("v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 7000 RTP/AVP 0 96\r\na=rtpmap:96 TELEPHONE-EVENT/8000\r\n").unwrap();
+        let answers = answers_for(&offer, 9000);
+        assert_eq!(answers[0].codec.unwrap().telephone_event, Some(96));
+        let answer = build_answer(&offer, &answers, IpAddr::V4(Ipv4Addr::LOCALHOST), 1, 1);
+        assert!(answer.contains("m=audio 9000 RTP/AVP 0 96\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-16\r\na=recvonly\r\n"), "{answer}");
+    }
+
+    #[test]
+    fn undecodable_audio_gives_no_codec() {
+        let sdp = parse("v=0\r\nm=audio 7000 RTP/AVP 9 18\r\na=rtpmap:9 G722/8000\r\n").unwrap();
+        assert_eq!(sdp.media[0].choose_codec(), None);
+    }
+
+    #[test]
+    fn inactive_offer_is_answered_inactive() {
+        let offer = parse("v=0\r\na=inactive\r\nm=audio 7000 RTP/AVP 0\r\nm=audio 7002 RTP/AVP 0\r\na=sendonly\r\n").unwrap();
+        assert_eq!(offer.media[0].direction, Direction::Inactive);
+        assert_eq!(offer.media[1].direction, Direction::SendOnly);
+        let answer = build_answer(
+            &offer,
+            &answers_for(&offer, 100),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            1,
+            1,
+        );
+        assert!(
+            answer.contains("m=audio 100 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=inactive\r\n"),
+            "{answer}"
+        );
+        assert!(answer.ends_with("a=recvonly\r\n"));
+    }
+
+    #[test]
+    fn tolerates_sbc_quirks() {
+        // Trailing spaces (including on v=), no o=/s=/t=, bad o= version, double spaces,
+        // masked c= address, blank lines, bare LF.
+        let sdp = parse("v=0 \n\no=BW 1 notanumber IN IP4 X\ns=\nc=IN IP4 X.X.X.X\nm=audio  5000  RTP/AVP  0 \na=label: 7 \na=sendonly \n").unwrap();
+        assert_eq!(sdp.connection, None);
+        let m = &sdp.media[0];
+        assert_eq!(
+            (m.port, m.formats.as_slice()),
+            (5000, ["0".to_owned()].as_slice())
+        );
+        assert_eq!(m.label.as_deref(), Some("7"));
+        assert_eq!(m.direction, Direction::SendOnly);
+    }
+
+    #[test]
+    fn label_with_control_characters_is_dropped() {
+        let sdp =
+            parse("v=0\r\nm=audio 5000 RTP/AVP 0\r\na=label:1\x07\r\na=sendonly\0\r\n").unwrap();
+        assert_eq!(sdp.media[0].label, None);
+        assert_eq!(sdp.media[0].direction, Direction::SendRecv);
+    }
+
+    #[test]
+    fn lone_cr_ends_a_line() {
+        let sdp = parse("v=0\rm=audio 5000 RTP/AVP 0\ra=label:2\r").unwrap();
+        assert_eq!(sdp.media[0].label.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn rejects_non_sdp() {
+        assert!(matches!(parse(""), Err(SdpError::Syntax(_))));
+        assert!(matches!(parse("<recording/>"), Err(SdpError::Syntax(_))));
+        assert!(matches!(parse("v=1\r\n"), Err(SdpError::Syntax(_))));
+        assert!(matches!(
+            parse("v=0\r\nm=audio notaport RTP/AVP 0\r\n"),
+            Err(SdpError::Syntax(_))
+        ));
+    }
+}
