@@ -9,11 +9,11 @@
 
 pub mod clock;
 pub mod config;
-// pub mod delivery;
+pub mod delivery;
 pub mod mapping;
 pub mod media;
-// pub mod replay;
-// pub mod runtime;
+pub mod replay;
+pub mod runtime;
 pub mod session;
 pub mod sip;
 pub mod siprec;

@@ -1,0 +1,860 @@
+//! Synthesises the SIPREC captures in `pcaps/` (see `pcaps/README.md`).
+//!
+//! Each capture is one recording session as a capture taken between an SRC and an SRS would show it:
+//! SRC→SRS INVITE with a multipart body (SDP offer + RFC 7865 metadata), SRS→SRC 100 Trying and a
+//! recvonly 200 OK answer, ACK, one G.711 RTP stream per m-line (a steady tone each, so a test can
+//! tell the channels apart), a few RTCP sender reports, BYE and its 200 OK.
+//!
+//! The output is deterministic: no randomness and no clock, so rerunning the generator reproduces
+//! the committed files byte for byte. It is not a general packet crafting tool: it writes exactly
+//! the captures the README describes.
+//!
+//! Run: `cargo run --example make_pcaps -- pcaps`
+
+use std::borrow::Cow;
+use std::error::Error;
+use std::f64::consts::PI;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+use std::time::Duration;
+
+use etherparse::{IpFragOffset, Ipv4Header, PacketBuilder};
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+/// Capture start: 2025-11-28 10:00:00 UTC.
+const EPOCH_S: u64 = 1_764_324_000;
+/// 20 ms of G.711 at 8 kHz.
+const SAMPLES_PER_PACKET: usize = 160;
+const PACKET_INTERVAL: f64 = 0.020;
+/// Ethernet MTU used when the INVITE is fragmented.
+const MTU: usize = 1500;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    Ethernet,
+    LinuxSll,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum SipTransport {
+    Udp,
+    Tcp,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Codec {
+    Pcmu,
+    Pcma,
+}
+
+impl Codec {
+    fn payload_type(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+        }
+    }
+    fn encode(self, sample: i16) -> u8 {
+        match self {
+            Codec::Pcmu => linear_to_ulaw(sample),
+            Codec::Pcma => linear_to_alaw(sample),
+        }
+    }
+}
+
+/// One stream of the recording: who sends it and what it sounds like.
+struct Stream {
+    tone_hz: f64,
+    /// Seconds after the stream's first packet during which no packets are sent.
+    pause: Option<(f64, f64)>,
+    participant: (&'static str, &'static str),
+}
+
+struct CallSpec {
+    file: &'static str,
+    link: Link,
+    transport: SipTransport,
+    pcapng: bool,
+    codec: Codec,
+    fragment_invite: bool,
+    split_invite: bool,
+    src_ip: [u8; 4],
+    srs_ip: [u8; 4],
+    src_sip_port: u16,
+    src_rtp_base: u16,
+    srs_rtp_base: u16,
+    /// Call length in 20 ms packet slots; a paused stream skips some of them.
+    slots: usize,
+    streams: Vec<Stream>,
+}
+
+fn specs() -> Vec<CallSpec> {
+    let alice = ("sip:+15551230001@src.example.com", "Alice Caller");
+    let bob = ("sip:+15559870002@pstn.example.net", "Bob Agent");
+    let carol = ("sip:+15554560003@pstn.example.net", "Carol Supervisor");
+    let two = || {
+        vec![
+            Stream {
+                tone_hz: 440.0,
+                pause: None,
+                participant: alice,
+            },
+            Stream {
+                tone_hz: 1000.0,
+                pause: Some((3.0, 2.0)),
+                participant: bob,
+            },
+        ]
+    };
+    vec![
+        CallSpec {
+            file: "siprec-2stream-udp.pcap",
+            link: Link::Ethernet,
+            transport: SipTransport::Udp,
+            pcapng: false,
+            codec: Codec::Pcmu,
+            fragment_invite: false,
+            split_invite: false,
+            src_ip: [10, 0, 0, 10],
+            srs_ip: [10, 0, 0, 20],
+            src_sip_port: 5060,
+            src_rtp_base: 20000,
+            srs_rtp_base: 30000,
+            slots: 350,
+            streams: two(),
+        },
+        CallSpec {
+            file: "siprec-2stream-tcp.pcapng",
+            link: Link::Ethernet,
+            transport: SipTransport::Tcp,
+            pcapng: true,
+            codec: Codec::Pcmu,
+            fragment_invite: false,
+            split_invite: true,
+            src_ip: [10, 0, 0, 10],
+            srs_ip: [10, 0, 0, 20],
+            src_sip_port: 41234,
+            src_rtp_base: 20010,
+            srs_rtp_base: 30010,
+            slots: 350,
+            streams: two(),
+        },
+        CallSpec {
+            file: "siprec-3stream-sll-frag.pcap",
+            link: Link::LinuxSll,
+            transport: SipTransport::Udp,
+            pcapng: false,
+            codec: Codec::Pcma,
+            fragment_invite: true,
+            split_invite: false,
+            src_ip: [172, 16, 5, 10],
+            srs_ip: [172, 16, 5, 20],
+            src_sip_port: 5060,
+            src_rtp_base: 16384,
+            srs_rtp_base: 40000,
+            slots: 300,
+            streams: vec![
+                Stream {
+                    tone_hz: 440.0,
+                    pause: None,
+                    participant: alice,
+                },
+                Stream {
+                    tone_hz: 1000.0,
+                    pause: Some((3.0, 2.0)),
+                    participant: bob,
+                },
+                Stream {
+                    tone_hz: 1500.0,
+                    pause: None,
+                    participant: carol,
+                },
+            ],
+        },
+    ]
+}
+
+fn main() -> Result<()> {
+    let out = std::env::args()
+        .nth(1)
+        .ok_or("usage: make_pcaps <outdir>")?;
+    std::fs::create_dir_all(&out)?;
+    for spec in specs() {
+        let frames = synthesize(&spec)?;
+        let path = Path::new(&out).join(spec.file);
+        write_capture(&path, &spec, &frames)?;
+        println!("{} ({} frames)", path.display(), frames.len());
+    }
+    Ok(())
+}
+
+/// One captured frame: time since the capture start and the link-layer bytes.
+struct Frame {
+    t: f64,
+    data: Vec<u8>,
+}
+
+fn ip_str(ip: [u8; 4]) -> String {
+    format!("{}.{}.{}.{}", ip[0], ip[1], ip[2], ip[3])
+}
+
+/// Builds every frame of the call, in time order.
+fn synthesize(spec: &CallSpec) -> Result<Vec<Frame>> {
+    let mut ip_id: u16 = 0x3a00;
+    let mut frames = Vec::new();
+    let mut tcp = TcpFlows {
+        src_seq: 0x1000_0000,
+        srs_seq: 0x7000_0000,
+    };
+    let (src, srs) = (spec.src_ip, spec.srs_ip);
+    let (src_port, srs_port) = (spec.src_sip_port, 5060u16);
+
+    if spec.transport == SipTransport::Tcp {
+        for (t, from_src, pkt) in tcp.handshake(src, srs, src_port, srs_port)? {
+            frames.push(Frame {
+                t,
+                data: link(spec.link, from_src, &pkt),
+            });
+        }
+    }
+
+    let mut sip = |frames: &mut Vec<Frame>,
+                   t: f64,
+                   from_src: bool,
+                   msg: &str,
+                   ip_id: &mut u16|
+     -> Result<()> {
+        let (a, b, pa, pb) = if from_src {
+            (src, srs, src_port, srs_port)
+        } else {
+            (srs, src, srs_port, src_port)
+        };
+        match spec.transport {
+            SipTransport::Udp => {
+                *ip_id = ip_id.wrapping_add(1);
+                let fragment = from_src && spec.fragment_invite && msg.starts_with("INVITE");
+                for (i, pkt) in udp_packets(a, b, pa, pb, msg.as_bytes(), *ip_id, fragment)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    frames.push(Frame {
+                        t: t + i as f64 * 0.000_02,
+                        data: link(spec.link, from_src, &pkt),
+                    });
+                }
+            }
+            SipTransport::Tcp => {
+                let bytes = msg.as_bytes();
+                // The INVITE goes out as two segments, as a stack with a small send window would.
+                let cut = if spec.split_invite && msg.starts_with("INVITE") {
+                    bytes.len() / 2
+                } else {
+                    bytes.len()
+                };
+                for (i, chunk) in [&bytes[..cut], &bytes[cut..]].into_iter().enumerate() {
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    let pkt = tcp.segment(from_src, a, b, pa, pb, chunk)?;
+                    frames.push(Frame {
+                        t: t + i as f64 * 0.000_2,
+                        data: link(spec.link, from_src, &pkt),
+                    });
+                }
+                // The peer's pure ACK of the data.
+                let ack = tcp.segment(!from_src, b, a, pb, pa, &[])?;
+                frames.push(Frame {
+                    t: t + 0.000_5,
+                    data: link(spec.link, !from_src, &ack),
+                });
+            }
+        }
+        Ok(())
+    };
+
+    let d = Dialog::new(spec);
+    let t_invite = 0.010;
+    sip(&mut frames, t_invite, true, &d.invite(), &mut ip_id)?;
+    sip(
+        &mut frames,
+        t_invite + 0.004,
+        false,
+        &d.trying(),
+        &mut ip_id,
+    )?;
+    sip(
+        &mut frames,
+        t_invite + 0.030,
+        false,
+        &d.ok_invite(),
+        &mut ip_id,
+    )?;
+    sip(&mut frames, t_invite + 0.032, true, &d.ack(), &mut ip_id)?;
+
+    let rtp_start = t_invite + 0.060;
+    let mut rtp_end: f64 = 0.0;
+    for (k, stream) in spec.streams.iter().enumerate() {
+        let k16 = k as u16;
+        let (sport, dport) = (spec.src_rtp_base + 2 * k16, spec.srs_rtp_base + 2 * k16);
+        let ssrc = 0x5a5a_0000 + k as u32 * 0x111;
+        let start = rtp_start + k as f64 * 0.003;
+        let mut seq: u16 = 1000 * (k16 + 1);
+        let mut after_pause = false;
+        let (mut sent, mut octets) = (0u32, 0u32);
+        let mut next_sr = 2.5;
+        for i in 0..spec.slots {
+            let rel = i as f64 * PACKET_INTERVAL;
+            let t = start + rel;
+            if let Some((p0, len)) = stream.pause
+                && rel >= p0
+                && rel < p0 + len
+            {
+                after_pause = true;
+                continue;
+            }
+            let first_sample = i * SAMPLES_PER_PACKET;
+            let rtp_ts = 8000u32
+                .wrapping_mul(k as u32 + 1)
+                .wrapping_add(first_sample as u32);
+            let payload: Vec<u8> = (0..SAMPLES_PER_PACKET)
+                .map(|n| {
+                    let x = (first_sample + n) as f64 / 8000.0;
+                    spec.codec
+                        .encode((12000.0 * (2.0 * PI * stream.tone_hz * x).sin()) as i16)
+                })
+                .collect();
+            // RFC 3550 §5.1: the marker flags the first packet after a silence period.
+            let marker = sent == 0 || after_pause;
+            after_pause = false;
+            let mut rtp = Vec::with_capacity(12 + payload.len());
+            rtp.push(0x80);
+            rtp.push(spec.codec.payload_type() | if marker { 0x80 } else { 0 });
+            rtp.extend_from_slice(&seq.to_be_bytes());
+            rtp.extend_from_slice(&rtp_ts.to_be_bytes());
+            rtp.extend_from_slice(&ssrc.to_be_bytes());
+            rtp.extend_from_slice(&payload);
+            ip_id = ip_id.wrapping_add(1);
+            for pkt in udp_packets(src, srs, sport, dport, &rtp, ip_id, false)? {
+                frames.push(Frame {
+                    t,
+                    data: link(spec.link, true, &pkt),
+                });
+            }
+            seq = seq.wrapping_add(1);
+            sent += 1;
+            octets += payload.len() as u32;
+            if rel >= next_sr {
+                next_sr += 3.0;
+                let sr = rtcp_sender_report(ssrc, EPOCH_S as f64 + t, rtp_ts, sent, octets);
+                ip_id = ip_id.wrapping_add(1);
+                for pkt in udp_packets(src, srs, sport + 1, dport + 1, &sr, ip_id, false)? {
+                    frames.push(Frame {
+                        t: t + 0.001,
+                        data: link(spec.link, true, &pkt),
+                    });
+                }
+            }
+            rtp_end = rtp_end.max(t);
+        }
+    }
+
+    let t_bye = rtp_end + 0.050;
+    sip(&mut frames, t_bye, true, &d.bye(), &mut ip_id)?;
+    sip(&mut frames, t_bye + 0.003, false, &d.ok_bye(), &mut ip_id)?;
+
+    frames.sort_by(|a, b| a.t.total_cmp(&b.t));
+    Ok(frames)
+}
+
+/// IPv4/UDP packet(s) for one datagram; split into RFC 791 fragments at the Ethernet MTU when asked.
+fn udp_packets(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+    ip_id: u16,
+    fragment: bool,
+) -> Result<Vec<Vec<u8>>> {
+    let mut whole = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut whole, payload)?;
+    let (mut header, ip_payload) = Ipv4Header::from_slice(&whole)?;
+    header.identification = ip_id;
+    if !fragment || whole.len() <= MTU {
+        let mut out = Vec::with_capacity(whole.len());
+        header.write(&mut out)?;
+        out.extend_from_slice(ip_payload);
+        return Ok(vec![out]);
+    }
+    header.dont_fragment = false;
+    // Fragment data must be a multiple of 8 octets except in the last fragment (RFC 791).
+    let chunk = (MTU - header.header_len()) / 8 * 8;
+    let mut out = Vec::new();
+    for (i, part) in ip_payload.chunks(chunk).enumerate() {
+        let mut h = header.clone();
+        h.fragment_offset = IpFragOffset::try_new((i * chunk / 8) as u16)?;
+        h.more_fragments = (i + 1) * chunk < ip_payload.len();
+        h.set_payload_len(part.len())?;
+        let mut pkt = Vec::new();
+        h.write(&mut pkt)?;
+        pkt.extend_from_slice(part);
+        out.push(pkt);
+    }
+    Ok(out)
+}
+
+/// Sequence numbers of the single SIP TCP connection, SRC (client) to SRS (server).
+struct TcpFlows {
+    src_seq: u32,
+    srs_seq: u32,
+}
+
+impl TcpFlows {
+    fn handshake(
+        &mut self,
+        src: [u8; 4],
+        srs: [u8; 4],
+        sp: u16,
+        dp: u16,
+    ) -> Result<Vec<(f64, bool, Vec<u8>)>> {
+        let mut syn = Vec::new();
+        PacketBuilder::ipv4(src, srs, 64)
+            .tcp(sp, dp, self.src_seq, 64240)
+            .syn()
+            .write(&mut syn, &[])?;
+        self.src_seq = self.src_seq.wrapping_add(1);
+        let mut syn_ack = Vec::new();
+        PacketBuilder::ipv4(srs, src, 64)
+            .tcp(dp, sp, self.srs_seq, 65160)
+            .syn()
+            .ack(self.src_seq)
+            .write(&mut syn_ack, &[])?;
+        self.srs_seq = self.srs_seq.wrapping_add(1);
+        let mut ack = Vec::new();
+        PacketBuilder::ipv4(src, srs, 64)
+            .tcp(sp, dp, self.src_seq, 64240)
+            .ack(self.srs_seq)
+            .write(&mut ack, &[])?;
+        Ok(vec![
+            (0.000, true, syn),
+            (0.0005, false, syn_ack),
+            (0.0006, true, ack),
+        ])
+    }
+
+    fn segment(
+        &mut self,
+        from_src: bool,
+        a: [u8; 4],
+        b: [u8; 4],
+        pa: u16,
+        pb: u16,
+        data: &[u8],
+    ) -> Result<Vec<u8>> {
+        let (seq, ack) = if from_src {
+            (self.src_seq, self.srs_seq)
+        } else {
+            (self.srs_seq, self.src_seq)
+        };
+        let mut pkt = Vec::new();
+        let builder = PacketBuilder::ipv4(a, b, 64)
+            .tcp(pa, pb, seq, 64240)
+            .ack(ack);
+        if !data.is_empty() {
+            builder.psh().write(&mut pkt, data)?;
+        } else {
+            builder.write(&mut pkt, data)?;
+        }
+        let next = seq.wrapping_add(data.len() as u32);
+        if from_src {
+            self.src_seq = next;
+        } else {
+            self.srs_seq = next;
+        }
+        Ok(pkt)
+    }
+}
+
+/// Prepends the link header: Ethernet II, or Linux cooked (SLL, `tcpdump -i any`).
+fn link(kind: Link, from_src: bool, ip: &[u8]) -> Vec<u8> {
+    let src_mac = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0a];
+    let srs_mac = [0x02, 0x00, 0x00, 0x00, 0x00, 0x14];
+    let (from, to) = if from_src {
+        (src_mac, srs_mac)
+    } else {
+        (srs_mac, src_mac)
+    };
+    let mut out = Vec::with_capacity(ip.len() + 16);
+    match kind {
+        Link::Ethernet => {
+            out.extend_from_slice(&to);
+            out.extend_from_slice(&from);
+        }
+        Link::LinuxSll => {
+            // Captured on the SRS host: packets from the SRC arrive (0), ours go out (4).
+            let packet_type: u16 = if from_src { 0 } else { 4 };
+            out.extend_from_slice(&packet_type.to_be_bytes());
+            out.extend_from_slice(&1u16.to_be_bytes()); // ARPHRD_ETHER
+            out.extend_from_slice(&6u16.to_be_bytes());
+            out.extend_from_slice(&from);
+            out.extend_from_slice(&[0, 0]);
+        }
+    }
+    out.extend_from_slice(&0x0800u16.to_be_bytes());
+    out.extend_from_slice(ip);
+    out
+}
+
+fn write_capture(path: &Path, spec: &CallSpec, frames: &[Frame]) -> Result<()> {
+    let file = BufWriter::new(File::create(path)?);
+    let datalink = match spec.link {
+        Link::Ethernet => DataLink::ETHERNET,
+        Link::LinuxSll => DataLink::LINUX_SLL,
+    };
+    let ts = |t: f64| Duration::from_secs(EPOCH_S) + Duration::from_secs_f64(t);
+    if spec.pcapng {
+        let mut w = PcapNgWriter::new(file)?;
+        let mut idb = InterfaceDescriptionBlock::new(datalink, 65535);
+        // pcap-file 2.0 writes EPB timestamps as nanoseconds: say so, or readers assume microseconds.
+        idb.options.push(InterfaceDescriptionOption::IfTsResol(9));
+        idb.options
+            .push(InterfaceDescriptionOption::IfName(Cow::Borrowed("eth0")));
+        w.write_pcapng_block(idb)?;
+        for f in frames {
+            w.write_pcapng_block(EnhancedPacketBlock {
+                interface_id: 0,
+                timestamp: ts(f.t),
+                original_len: f.data.len() as u32,
+                data: Cow::Borrowed(&f.data),
+                options: vec![],
+            })?;
+        }
+    } else {
+        let header = PcapHeader {
+            datalink,
+            endianness: pcap_file::Endianness::Little,
+            ..PcapHeader::default()
+        };
+        let mut w = PcapWriter::with_header(file, header)?;
+        for f in frames {
+            w.write_packet(&PcapPacket::new(ts(f.t), f.data.len() as u32, &f.data))?;
+        }
+    }
+    Ok(())
+}
+
+/// The SIP side of the call: identifiers and the six messages.
+struct Dialog<'a> {
+    spec: &'a CallSpec,
+    src: String,
+    srs: String,
+    transport: &'static str,
+}
+
+impl<'a> Dialog<'a> {
+    fn new(spec: &'a CallSpec) -> Self {
+        let transport = match spec.transport {
+            SipTransport::Udp => "UDP",
+            SipTransport::Tcp => "TCP",
+        };
+        Dialog {
+            spec,
+            src: ip_str(spec.src_ip),
+            srs: ip_str(spec.srs_ip),
+            transport,
+        }
+    }
+
+    fn call_id(&self) -> String {
+        format!("4f1c2a9e-{}@{}", self.spec.streams.len(), self.src)
+    }
+
+    fn uri_params(&self) -> &'static str {
+        match self.spec.transport {
+            SipTransport::Udp => "",
+            SipTransport::Tcp => ";transport=tcp",
+        }
+    }
+
+    fn request(
+        &self,
+        line: &str,
+        branch: &str,
+        to_tag: bool,
+        cseq: &str,
+        extra: &str,
+        body: (&str, &str),
+    ) -> String {
+        let (ctype, body) = body;
+        let to_tag = if to_tag { ";tag=srs-7731" } else { "" };
+        let mut m = format!(
+            "{line} SIP/2.0\r\n\
+             Via: SIP/2.0/{t} {src}:{sp};branch=z9hG4bK{branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:src@{src}>;tag=src-2291\r\n\
+             To: <sip:recorder@{srs}>{to_tag}\r\n\
+             Call-ID: {cid}\r\n\
+             CSeq: {cseq}\r\n\
+             Contact: <sip:src@{src}:{sp}{up}>;+sip.src\r\n\
+             {extra}",
+            t = self.transport,
+            src = self.src,
+            sp = self.spec.src_sip_port,
+            srs = self.srs,
+            cid = self.call_id(),
+            up = self.uri_params(),
+        );
+        if !ctype.is_empty() {
+            m.push_str(&format!("Content-Type: {ctype}\r\n"));
+        }
+        m.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        m
+    }
+
+    fn ruri(&self) -> String {
+        format!("sip:recorder@{}:5060{}", self.srs, self.uri_params())
+    }
+
+    fn invite(&self) -> String {
+        let body = format!(
+            "--siprec-boundary-01\r\nContent-Type: application/sdp\r\n\r\n{}\r\n\
+             --siprec-boundary-01\r\nContent-Type: application/rs-metadata+xml\r\n\
+             Content-Disposition: recording-session\r\n\r\n{}\r\n--siprec-boundary-01--\r\n",
+            self.offer_sdp(),
+            self.metadata()
+        );
+        self.request(
+            &format!("INVITE {}", self.ruri()),
+            "a1b2c3",
+            false,
+            "101 INVITE",
+            "Require: siprec\r\nSupported: timer, replaces\r\n\
+             Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE\r\n\
+             User-Agent: make_pcaps SRC\r\nMIME-Version: 1.0\r\n",
+            ("multipart/mixed;boundary=siprec-boundary-01", &body),
+        )
+    }
+
+    fn ack(&self) -> String {
+        self.request(
+            &format!("ACK {}", self.ruri()),
+            "d4e5f6",
+            true,
+            "101 ACK",
+            "",
+            ("", ""),
+        )
+    }
+
+    fn bye(&self) -> String {
+        self.request(
+            &format!("BYE {}", self.ruri()),
+            "0a9b8c",
+            true,
+            "102 BYE",
+            "",
+            ("", ""),
+        )
+    }
+
+    fn response(&self, status: &str, branch: &str, to_tag: bool, cseq: &str, body: &str) -> String {
+        let to_tag = if to_tag { ";tag=srs-7731" } else { "" };
+        let ctype = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".into()
+        };
+        let contact = if to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "Contact: <sip:recorder@{}:5060{}>\r\n",
+                self.srs,
+                self.uri_params()
+            )
+        };
+        format!(
+            "SIP/2.0 {status}\r\n\
+             Via: SIP/2.0/{t} {src}:{sp};branch=z9hG4bK{branch};rport={sp};received={src}\r\n\
+             From: <sip:src@{src}>;tag=src-2291\r\n\
+             To: <sip:recorder@{srs}>{to_tag}\r\n\
+             Call-ID: {cid}\r\n\
+             CSeq: {cseq}\r\n\
+             {contact}{ctype}Content-Length: {len}\r\n\r\n{body}",
+            t = self.transport,
+            src = self.src,
+            sp = self.spec.src_sip_port,
+            srs = self.srs,
+            cid = self.call_id(),
+            len = body.len(),
+        )
+    }
+
+    fn trying(&self) -> String {
+        self.response("100 Trying", "a1b2c3", false, "101 INVITE", "")
+    }
+
+    fn ok_invite(&self) -> String {
+        self.response("200 OK", "a1b2c3", true, "101 INVITE", &self.answer_sdp())
+    }
+
+    fn ok_bye(&self) -> String {
+        self.response("200 OK", "0a9b8c", true, "102 BYE", "")
+    }
+
+    fn sdp(&self, who: &str, ip: &str, base: u16, direction: &str, dtmf: bool) -> String {
+        let (pt, name) = (self.spec.codec.payload_type(), self.spec.codec.name());
+        let mut s = format!(
+            "v=0\r\no={who} 2890844526 2890844526 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
+        );
+        for k in 0..self.spec.streams.len() {
+            let port = base + 2 * k as u16;
+            if dtmf {
+                s.push_str(&format!(
+                    "m=audio {port} RTP/AVP {pt} 101\r\na=rtpmap:{pt} {name}/8000\r\n\
+                     a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
+                ));
+            } else {
+                s.push_str(&format!(
+                    "m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {name}/8000\r\n"
+                ));
+            }
+            s.push_str(&format!(
+                "a=ptime:20\r\na={direction}\r\na=label:{}\r\n",
+                k + 1
+            ));
+        }
+        s
+    }
+
+    fn offer_sdp(&self) -> String {
+        self.sdp("SRC", &self.src, self.spec.src_rtp_base, "sendonly", true)
+    }
+
+    fn answer_sdp(&self) -> String {
+        self.sdp("SRS", &self.srs, self.spec.srs_rtp_base, "recvonly", false)
+    }
+
+    /// RFC 7865 metadata: one session, one participant and one stream per m-line; each
+    /// participant sends its own stream and receives the others.
+    fn metadata(&self) -> String {
+        let n = self.spec.streams.len();
+        let time = "2025-11-28T10:00:00Z";
+        let mut x = String::from(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
+             <recording xmlns=\"urn:ietf:params:xml:ns:recording:1\">\r\n\
+             <datamode>complete</datamode>\r\n",
+        );
+        x.push_str(&format!(
+            "<session session_id=\"c2Vzc2lvbi0wMDAwMDAwMQ==\">\r\n\
+             <sipSessionID>2a9c8f51d0e3;remote=7f3b1e60a4c2</sipSessionID>\r\n\
+             <start-time>{time}</start-time>\r\n</session>\r\n"
+        ));
+        for (k, s) in self.spec.streams.iter().enumerate() {
+            x.push_str(&format!(
+                "<participant participant_id=\"cGFydGljaXBhbnQt{k:04}\">\r\n\
+                 <nameID aor=\"{}\"><name xml:lang=\"en\">{}</name></nameID>\r\n</participant>\r\n",
+                s.participant.0, s.participant.1
+            ));
+        }
+        for k in 0..n {
+            x.push_str(&format!(
+                "<stream stream_id=\"c3RyZWFtLTAwMDAw{k:04}\" session_id=\"c2Vzc2lvbi0wMDAwMDAwMQ==\">\r\n\
+                 <label>{}</label>\r\n</stream>\r\n",
+                k + 1
+            ));
+        }
+        x.push_str(&format!(
+            "<sessionrecordingassoc session_id=\"c2Vzc2lvbi0wMDAwMDAwMQ==\">\r\n\
+             <associate-time>{time}</associate-time>\r\n</sessionrecordingassoc>\r\n"
+        ));
+        for k in 0..n {
+            x.push_str(&format!(
+                "<participantsessionassoc participant_id=\"cGFydGljaXBhbnQt{k:04}\" \
+                 session_id=\"c2Vzc2lvbi0wMDAwMDAwMQ==\">\r\n\
+                 <associate-time>{time}</associate-time>\r\n</participantsessionassoc>\r\n"
+            ));
+        }
+        for k in 0..n {
+            x.push_str(&format!(
+                "<participantstreamassoc participant_id=\"cGFydGljaXBhbnQt{k:04}\">\r\n"
+            ));
+            x.push_str(&format!("<send>c3RyZWFtLTAwMDAw{k:04}</send>\r\n"));
+            for j in (0..n).filter(|&j| j != k) {
+                x.push_str(&format!("<recv>c3RyZWFtLTAwMDAw{j:04}</recv>\r\n"));
+            }
+            x.push_str("</participantstreamassoc>\r\n");
+        }
+        x.push_str("</recording>");
+        x
+    }
+}
+
+/// RFC 3550 §6.4.1 sender report without report blocks.
+fn rtcp_sender_report(ssrc: u32, wall: f64, rtp_ts: u32, packets: u32, octets: u32) -> Vec<u8> {
+    let ntp = wall + 2_208_988_800.0;
+    let (secs, frac) = (ntp.trunc() as u32, (ntp.fract() * 4_294_967_296.0) as u32);
+    let mut p = vec![0x80, 200, 0, 6];
+    for v in [ssrc, secs, frac, rtp_ts, packets, octets] {
+        p.extend_from_slice(&v.to_be_bytes());
+    }
+    p
+}
+
+/// ITU-T G.711 µ-law, after the public-domain Sun reference (`g711.c`).
+fn linear_to_ulaw(sample: i16) -> u8 {
+    const SEG_END: [i32; 8] = [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF];
+    let mut v = (sample as i32) >> 2;
+    let mask = if v < 0 {
+        v = -v;
+        0x7F
+    } else {
+        0xFF
+    };
+    v = v.min(8159) + (0x84 >> 2);
+    let seg = SEG_END.iter().position(|&e| v <= e).unwrap_or(8) as i32;
+    let u = if seg >= 8 {
+        0x7F
+    } else {
+        (seg << 4) | ((v >> (seg + 1)) & 0xF)
+    };
+    (u ^ mask) as u8
+}
+
+/// ITU-T G.711 A-law, after the public-domain Sun reference (`g711.c`).
+fn linear_to_alaw(sample: i16) -> u8 {
+    const SEG_END: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
+    let mut v = (sample as i32) >> 3;
+    let mask = if v >= 0 {
+        0xD5
+    } else {
+        v = -v - 1;
+        0x55
+    };
+    let seg = SEG_END.iter().position(|&e| v <= e).unwrap_or(8) as i32;
+    let a = if seg >= 8 {
+        0x7F
+    } else if seg < 2 {
+        (seg << 4) | ((v >> 1) & 0xF)
+    } else {
+        (seg << 4) | ((v >> seg) & 0xF)
+    };
+    (a ^ mask) as u8
+}

@@ -1,0 +1,319 @@
+//! The on-disk spool: where finished recordings wait until a sink has them.
+//!
+//! Layout under the root:
+//! - `active/<name>/` — the recorder writes `audio.wav` here while the call runs;
+//! - `pending/<name>/` — `audio.wav` + `info.json`, complete and durable, waiting for delivery;
+//! - `failed/<name>/` — refused permanently by the sink, with an `error.json` saying why.
+//!
+//! A recording moves between these by renaming its directory, after fsyncing what it holds, so a
+//! crash leaves each recording whole in exactly one place. The functions here block (std::fs and
+//! fsync); async callers run them with `spawn_blocking`. This module does no delivery and keeps
+//! no state beyond the root path.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// The audio file inside a recording's directory.
+pub const AUDIO_FILE: &str = "audio.wav";
+/// The Tethr `info` JSON inside a recording's directory.
+pub const INFO_FILE: &str = "info.json";
+/// Why a recording was refused, inside `failed/<name>/`.
+pub const ERROR_FILE: &str = "error.json";
+
+/// An error from a spool operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    /// The recording name would not be a single safe file name (allowed: A-Z a-z 0-9 . _ -,
+    /// not starting with a dot).
+    #[error("recording name {0:?} is not a safe file name")]
+    BadName(String),
+    /// `pending/<name>` already exists, so finishing would overwrite a recording.
+    #[error("recording {0:?} is already pending")]
+    AlreadyPending(String),
+    /// A file system operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// Attaches the operation and path to an I/O error.
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError {
+    let path = path.to_path_buf();
+    move |source| SpoolError::Io { op, path, source }
+}
+
+/// The contents of `failed/<name>/error.json`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct FailureRecord {
+    /// The HTTP status of the refusal, or None when there was no HTTP answer.
+    pub status: Option<u16>,
+    /// Why the recording was refused.
+    pub error: String,
+    /// The response body (already truncated by the caller).
+    pub body: String,
+    /// When, as ISO-8601 UTC.
+    pub time: String,
+}
+
+/// The spool root. Cheap to clone; every method works on the file system directly.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool at `root` with its `active/`, `pending/` and
+    /// `failed/` directories.
+    pub fn open(root: &Path) -> Result<Spool, SpoolError> {
+        let spool = Spool {
+            root: root.to_path_buf(),
+        };
+        for dir in ["active", "pending", "failed"] {
+            let path = spool.root.join(dir);
+            fs::create_dir_all(&path).map_err(io_err("create", &path))?;
+        }
+        Ok(spool)
+    }
+
+    /// The spool root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/active/<name>`, where the recorder writes `audio.wav` (the caller creates it).
+    pub fn active_dir(&self, name: &str) -> PathBuf {
+        self.root.join("active").join(name)
+    }
+
+    /// `<root>/pending/<name>`.
+    pub fn pending_dir(&self, name: &str) -> PathBuf {
+        self.root.join("pending").join(name)
+    }
+
+    /// `<root>/failed/<name>`.
+    pub fn failed_dir(&self, name: &str) -> PathBuf {
+        self.root.join("failed").join(name)
+    }
+
+    /// Completes a recording: writes `info.json` durably, fsyncs `audio.wav`, and moves the
+    /// directory from `active/` to `pending/`. Returns the pending directory.
+    pub fn finish(&self, name: &str, info_json: &[u8]) -> Result<PathBuf, SpoolError> {
+        check_name(name)?;
+        let active = self.active_dir(name);
+        let pending = self.pending_dir(name);
+        if pending.exists() {
+            return Err(SpoolError::AlreadyPending(name.to_string()));
+        }
+        write_durably(&active, INFO_FILE, info_json)?;
+        let audio = active.join(AUDIO_FILE);
+        File::open(&audio)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("fsync", &audio))?;
+        sync_dir(&active)?;
+        fs::rename(&active, &pending).map_err(io_err("move to pending", &active))?;
+        sync_dir(&self.root.join("active"))?;
+        sync_dir(&self.root.join("pending"))?;
+        Ok(pending)
+    }
+
+    /// Names of the recordings in `pending/`, oldest first (by directory modification time,
+    /// then name). Entries that are not directories with safe names are skipped.
+    pub fn pending(&self) -> Result<Vec<String>, SpoolError> {
+        let dir = self.root.join("pending");
+        let mut found: Vec<(SystemTime, String)> = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_dir() || check_name(&name).is_err() {
+                continue;
+            }
+            found.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), name));
+        }
+        found.sort();
+        Ok(found.into_iter().map(|(_, name)| name).collect())
+    }
+
+    /// Removes a delivered recording from `pending/`.
+    pub(crate) fn remove_pending(&self, name: &str) -> Result<(), SpoolError> {
+        check_name(name)?;
+        let dir = self.pending_dir(name);
+        fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+        sync_dir(&self.root.join("pending"))
+    }
+
+    /// Moves a refused recording to `failed/`, with `error.json` written first so the failed
+    /// directory appears complete. If `failed/<name>` is taken, `<name>.1`, `<name>.2`… are
+    /// used. Returns the failed directory.
+    pub(crate) fn fail(&self, name: &str, record: &FailureRecord) -> Result<PathBuf, SpoolError> {
+        check_name(name)?;
+        let pending = self.pending_dir(name);
+        // Serialising a struct of strings and integers cannot fail.
+        let json = serde_json::to_vec_pretty(record).expect("FailureRecord serialises");
+        write_durably(&pending, ERROR_FILE, &json)?;
+        let mut target = self.failed_dir(name);
+        let mut n = 0u32;
+        while target.exists() {
+            n += 1;
+            target = self.failed_dir(&format!("{name}.{n}"));
+        }
+        fs::rename(&pending, &target).map_err(io_err("move to failed", &pending))?;
+        sync_dir(&self.root.join("pending"))?;
+        sync_dir(&self.root.join("failed"))?;
+        Ok(target)
+    }
+}
+
+/// Rejects names that are not one plain file name, so `pending/<name>` cannot escape the spool.
+fn check_name(name: &str) -> Result<(), SpoolError> {
+    let safe = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if safe {
+        Ok(())
+    } else {
+        Err(SpoolError::BadName(name.to_string()))
+    }
+}
+
+/// Writes `dir/file` so that after a crash it is either absent or complete: temp file, fsync,
+/// rename, fsync of the directory.
+fn write_durably(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), SpoolError> {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    let dest = dir.join(file);
+    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("write", &tmp))?;
+    fs::rename(&tmp, &dest).map_err(io_err("rename", &tmp))?;
+    sync_dir(dir)
+}
+
+/// Fsyncs a directory so renames into and out of it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool_with_active(name: &str) -> (tempfile::TempDir, Spool) {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(tmp.path()).unwrap();
+        fs::create_dir(spool.active_dir(name)).unwrap();
+        fs::write(spool.active_dir(name).join(AUDIO_FILE), b"RIFF....WAVE").unwrap();
+        (tmp, spool)
+    }
+
+    #[test]
+    fn finish_moves_audio_and_info_to_pending() {
+        let (_tmp, spool) = spool_with_active("call-1");
+        let dir = spool.finish("call-1", br#"{"sessionId":"s1"}"#).unwrap();
+        assert_eq!(dir, spool.pending_dir("call-1"));
+        assert_eq!(fs::read(dir.join(INFO_FILE)).unwrap(), br#"{"sessionId":"s1"}"#);
+        assert_eq!(fs::read(dir.join(AUDIO_FILE)).unwrap(), b"RIFF....WAVE");
+        assert!(!spool.active_dir("call-1").exists());
+        let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers.len(), 2, "no temp files left: {leftovers:?}");
+        assert_eq!(spool.pending().unwrap(), vec!["call-1"]);
+    }
+
+    #[test]
+    fn finish_without_audio_fails_and_leaves_the_recording_active() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(tmp.path()).unwrap();
+        fs::create_dir(spool.active_dir("no-audio")).unwrap();
+        assert!(matches!(
+            spool.finish("no-audio", b"{}"),
+            Err(SpoolError::Io { op: "fsync", .. })
+        ));
+        assert!(spool.active_dir("no-audio").exists());
+        assert!(spool.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn finish_refuses_to_overwrite_a_pending_recording() {
+        let (_tmp, spool) = spool_with_active("dup");
+        fs::create_dir(spool.pending_dir("dup")).unwrap();
+        assert!(matches!(spool.finish("dup", b"{}"), Err(SpoolError::AlreadyPending(_))));
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(tmp.path()).unwrap();
+        for name in ["", "..", ".hidden", "a/b", "a b", "x\u{e9}"] {
+            assert!(
+                matches!(spool.finish(name, b"{}"), Err(SpoolError::BadName(_))),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pending_lists_oldest_first_and_skips_strays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(tmp.path()).unwrap();
+        let base = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        for (name, age) in [("b", 10), ("a", 20), ("c", 10)] {
+            fs::create_dir(spool.pending_dir(name)).unwrap();
+            let dir = File::open(spool.pending_dir(name)).unwrap();
+            dir.set_modified(base - std::time::Duration::from_secs(age)).unwrap();
+        }
+        fs::write(spool.root().join("pending").join("stray-file"), b"").unwrap();
+        fs::create_dir(spool.pending_dir(".partial")).unwrap();
+        assert_eq!(spool.pending().unwrap(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn fail_writes_error_json_and_moves_to_failed_without_losing_files() {
+        let (_tmp, spool) = spool_with_active("bad");
+        spool.finish("bad", b"{}").unwrap();
+        let record = FailureRecord {
+            status: Some(400),
+            error: "HTTP 400".into(),
+            body: "direction invalid".into(),
+            time: "2025-01-02T03:04:05Z".into(),
+        };
+        let dir = spool.fail("bad", &record).unwrap();
+        assert_eq!(dir, spool.failed_dir("bad"));
+        let written: serde_json::Value = serde_json::from_slice(&fs::read(dir.join(ERROR_FILE)).unwrap()).unwrap();
+        assert_eq!(
+            written,
+            serde_json::json!({"status": 400, "error": "HTTP 400", "body": "direction invalid", "time": "2025-01-02T03:04:05Z"})
+        );
+        assert_eq!(fs::read(dir.join(AUDIO_FILE)).unwrap(), b"RIFF....WAVE");
+        assert!(spool.pending().unwrap().is_empty());
+
+        // The same name failing again does not clobber the first.
+        fs::create_dir(spool.active_dir("bad")).unwrap();
+        fs::write(spool.active_dir("bad").join(AUDIO_FILE), b"second").unwrap();
+        spool.finish("bad", b"{}").unwrap();
+        assert_eq!(spool.fail("bad", &record).unwrap(), spool.failed_dir("bad.1"));
+        assert_eq!(fs::read(spool.failed_dir("bad.1").join(AUDIO_FILE)).unwrap(), b"second");
+    }
+
+    #[test]
+    fn remove_pending_deletes_the_directory() {
+        let (_tmp, spool) = spool_with_active("done");
+        spool.finish("done", b"{}").unwrap();
+        spool.remove_pending("done").unwrap();
+        assert!(!spool.pending_dir("done").exists());
+    }
+}

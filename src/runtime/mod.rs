@@ -1,0 +1,631 @@
+//! The runtime: binds the sockets, starts the media thread and the delivery worker, and runs
+//! the signalling task that drives the sans-IO cores. It moves bytes and timers and decides
+//! nothing the cores can decide.
+//!
+//! One call's path: a transport task frames an INVITE → the signalling task feeds it to
+//! [`sip::Endpoint`] → on `Event::Invite` it parses the offer ([`siprec`]), plans the channels
+//! ([`session`]), binds RTP ports, creates the call's spool directory and WAV, answers 200 and
+//! hands the sockets and file to the media thread → on BYE (or RTP timeout, or shutdown) the media
+//! thread finishes the WAV, a finalize task builds `info` ([`mapping`]), moves the call to
+//! `pending/` and the delivery worker takes it from there.
+
+pub mod media;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::clock::{self, Epoch};
+use crate::config::{Config, ListenTransport};
+use crate::delivery::{self, DeliveryHandle, Secret, Sink, Spool, TethrSettings};
+use crate::mapping::{self, CallSummary, ChannelSummary};
+use crate::media::ports::PortAllocator;
+use crate::session::{self, EndReason, Phase, Session};
+use crate::sip::{DialogId, Endpoint, EndpointConfig, Event, Message, Peer, Transmit, Transport, TxKey};
+use crate::siprec::{self, MetadataOutcome, OfferLimits, sdp};
+use media::{CallSetup, Command, MediaEvent, MediaHandle, StreamSetup};
+use transport::Inbound;
+
+/// Errors that stop the gateway from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {transport}:{addr}: {source}")]
+    Bind { transport: &'static str, addr: SocketAddr, source: std::io::Error },
+    /// The spool directory is unusable.
+    #[error("spool: {0}")]
+    Spool(#[from] delivery::SpoolError),
+    /// The config names a Tethr secret that cannot be read.
+    #[error("config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The media thread could not start.
+    #[error("media thread: {0}")]
+    Media(std::io::Error),
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains: new INVITEs get 503, active calls
+/// have `service.shutdown_grace` to end, then are ended with BYE and finalized.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
+    let config = Arc::new(config);
+    let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
+    let mut udp = Vec::new();
+    let mut tasks = JoinSet::new();
+    for l in &config.sip.listen {
+        match l.transport {
+            ListenTransport::Udp => {
+                let sock = transport::bind_udp(l.addr)
+                    .map_err(|source| RuntimeError::Bind { transport: "udp", addr: l.addr, source })?;
+                let sock = Arc::new(sock);
+                let addr = sock.local_addr().unwrap_or(l.addr);
+                info!(transport = "udp", %addr, "SIP listening");
+                tasks.spawn(transport::udp_reader(udp.len() as u64, sock.clone(), in_tx.clone()));
+                udp.push(sock);
+            }
+            ListenTransport::Tcp => {
+                let listener = TcpListener::bind(l.addr)
+                    .await
+                    .map_err(|source| RuntimeError::Bind { transport: "tcp", addr: l.addr, source })?;
+                let addr = listener.local_addr().unwrap_or(l.addr);
+                info!(transport = "tcp", %addr, "SIP listening");
+                // Connection ids above the UDP listener indexes.
+                tasks.spawn(transport::tcp_acceptor(listener, 1 << 32, in_tx.clone()));
+            }
+        }
+    }
+    drop(in_tx);
+
+    let spool = Spool::open(&config.spool.dir)?;
+    let sink = match &config.tethr {
+        Some(t) => {
+            let mut s = TethrSettings::new(t.url.clone(), t.client_id.clone(), Secret::new(t.secret()?));
+            s.timeout = t.timeout;
+            s.retry_initial = t.retry_initial;
+            s.retry_max = t.retry_max;
+            info!(url = %t.url, "delivering recordings to Tethr");
+            Sink::Tethr(s)
+        }
+        None => {
+            info!(dir = %config.output.dir.display(), "no [tethr] configured: writing recordings to the local directory");
+            Sink::Local { dir: config.output.dir.clone() }
+        }
+    };
+    let (stop_delivery_tx, stop_delivery_rx) = oneshot::channel::<()>();
+    let (delivery, delivery_task) = delivery::start(Spool::open(&config.spool.dir)?, sink, async move {
+        let _ = stop_delivery_rx.await;
+    });
+
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let (media, media_thread) = media::start(media_tx).map_err(RuntimeError::Media)?;
+
+    let seed = clock::wall_now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut sig = Signalling {
+        endpoint: Endpoint::new(EndpointConfig { user_agent: config.sip.user_agent.clone() }, seed),
+        ports: PortAllocator::new(config.media.rtp_ports),
+        config: config.clone(),
+        epoch: Epoch::now(),
+        udp,
+        conns: HashMap::new(),
+        sessions: HashMap::new(),
+        keys: HashMap::new(),
+        media,
+        spool: Arc::new(spool),
+        delivery,
+        finalizing: JoinSet::new(),
+        draining: false,
+        next_key: 1,
+        rng: fastrand::Rng::with_seed(seed ^ 0x5eed),
+    };
+    sig.run(in_rx, media_rx, shutdown).await;
+
+    sig.media.send(Command::Stop);
+    let _ = tokio::task::spawn_blocking(move || media_thread.join()).await;
+    let _ = stop_delivery_tx.send(());
+    let _ = delivery_task.await;
+    tasks.abort_all();
+    info!("stopped");
+    Ok(())
+}
+
+struct Live {
+    key: u64,
+    session: Session,
+}
+
+struct Signalling {
+    config: Arc<Config>,
+    endpoint: Endpoint,
+    epoch: Epoch,
+    udp: Vec<Arc<UdpSocket>>,
+    conns: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+    sessions: HashMap<DialogId, Live>,
+    keys: HashMap<u64, DialogId>,
+    ports: PortAllocator,
+    media: MediaHandle,
+    spool: Arc<Spool>,
+    delivery: DeliveryHandle,
+    finalizing: JoinSet<()>,
+    draining: bool,
+    next_key: u64,
+    rng: fastrand::Rng,
+}
+
+fn sleep_until(t: Option<Instant>) -> tokio::time::Sleep {
+    let t = t.unwrap_or_else(|| clock::now() + Duration::from_secs(3600));
+    tokio::time::sleep_until(tokio::time::Instant::from_std(t))
+}
+
+impl Signalling {
+    async fn run(
+        &mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut media_events: mpsc::UnboundedReceiver<MediaEvent>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            let timer = sleep_until(self.endpoint.poll_timeout());
+            let drain_timer = sleep_until(drain_deadline);
+            tokio::select! {
+                biased;
+                _ = &mut shutdown, if !self.draining => {
+                    self.draining = true;
+                    let grace = self.config.service.shutdown_grace;
+                    info!(active_calls = self.sessions.len(), grace_s = grace.as_secs(), "shutting down: new calls get 503, active calls may finish");
+                    drain_deadline = Some(clock::now() + grace);
+                }
+                _ = drain_timer, if drain_deadline.is_some() => {
+                    drain_deadline = None;
+                    let now = clock::now();
+                    let ids: Vec<DialogId> = self.sessions.keys().cloned().collect();
+                    if !ids.is_empty() {
+                        warn!(calls = ids.len(), "grace period over: ending active calls");
+                    }
+                    for id in ids {
+                        self.endpoint.send_bye(now, &id);
+                        self.end_call(&id, EndReason::Shutdown, now);
+                    }
+                }
+                Some(msg) = inbound.recv() => self.on_inbound(msg),
+                Some(ev) = media_events.recv() => self.on_media(ev),
+                Some(_) = self.finalizing.join_next(), if !self.finalizing.is_empty() => {}
+                _ = timer => self.endpoint.handle_timeout(clock::now()),
+            }
+            self.pump().await;
+            if self.draining && self.sessions.is_empty() && self.finalizing.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, msg: Inbound) {
+        match msg {
+            Inbound::Message { peer, bytes } => self.endpoint.handle_message(clock::now(), peer, &bytes),
+            Inbound::Opened { conn, tx } => {
+                self.conns.insert(conn, tx);
+            }
+            Inbound::Closed { conn } => {
+                self.conns.remove(&conn);
+            }
+        }
+    }
+
+    fn on_media(&mut self, ev: MediaEvent) {
+        match ev {
+            MediaEvent::RtpTimeout { key, last } => {
+                let Some(id) = self.keys.get(&key).cloned() else { return };
+                let timeout = self.config.media.rtp_timeout;
+                info!(call_id = %id.call_id, timeout_s = timeout.as_secs(), "no RTP for media.rtp_timeout: ending the call with BYE");
+                self.endpoint.send_bye(clock::now(), &id);
+                self.end_call(&id, EndReason::RtpTimeout, last);
+            }
+        }
+    }
+
+    /// Sends what the endpoint wants sent and acts on its events, until both are empty.
+    async fn pump(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.endpoint.poll_transmit() {
+                progressed = true;
+                self.transmit(t).await;
+            }
+            while let Some(ev) = self.endpoint.poll_event() {
+                progressed = true;
+                self.on_event(ev);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    async fn transmit(&mut self, t: Transmit) {
+        match t.peer.transport {
+            Transport::Udp => {
+                let Some(sock) = t.peer.conn.and_then(|i| self.udp.get(i as usize)) else { return };
+                if let Err(e) = sock.send_to(&t.bytes, t.dest).await {
+                    debug!(dest = %t.dest, error = %e, "udp send failed");
+                }
+            }
+            Transport::Tcp => match t.peer.conn.and_then(|c| self.conns.get(&c)) {
+                Some(tx) => {
+                    let _ = tx.send(t.bytes);
+                }
+                None => debug!(dest = %t.dest, "tcp connection gone; message not sent"),
+            },
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let now = clock::now();
+        match ev {
+            Event::Invite { tx, request, peer } => self.on_invite(tx, &request, peer),
+            Event::ReInvite { tx, dialog, request } => self.on_reinvite(&tx, &dialog, &request),
+            Event::Ack { dialog } => {
+                if let Some(live) = self.sessions.get_mut(&dialog) {
+                    live.session.phase = Phase::Confirmed;
+                    debug!(call_id = %dialog.call_id, "ACK: session confirmed");
+                }
+            }
+            Event::Bye { dialog, .. } => {
+                info!(call_id = %dialog.call_id, "BYE from the SRC");
+                self.end_call(&dialog, EndReason::Bye, now);
+            }
+            Event::InDialog { dialog, request } => {
+                let md = in_dialog_metadata(&request, self.limits());
+                if let Some(live) = self.sessions.get_mut(&dialog) {
+                    live.session.update_metadata(md);
+                }
+            }
+            Event::AckTimeout { dialog } => {
+                warn!(call_id = %dialog.call_id, "no ACK for our 200 OK within 64*T1: ending the call");
+                self.endpoint.send_bye(now, &dialog);
+                self.end_call(&dialog, EndReason::NoAck, now);
+            }
+            Event::Cancelled { .. } => info!("INVITE cancelled before it was answered; nothing recorded"),
+            Event::ByeDone { dialog, code } => debug!(call_id = %dialog.call_id, ?code, "our BYE completed"),
+            Event::Rejected { peer, code, reason } => match code {
+                Some(code) => info!(remote = %peer.remote, code, %reason, "request refused"),
+                None => debug!(remote = %peer.remote, %reason, "message dropped"),
+            },
+        }
+    }
+
+    fn limits(&self) -> OfferLimits {
+        OfferLimits { max_metadata_bytes: self.config.metadata.max_size }
+    }
+
+    fn refuse(&mut self, tx: &TxKey, code: u16, reason: &str, extra: Vec<(String, String)>) {
+        self.endpoint.respond_invite(clock::now(), tx, code, reason, extra, None);
+    }
+
+    /// The address the answer's c= line carries.
+    fn media_address(&self, peer: &Peer) -> IpAddr {
+        if let Some(a) = self.config.media.advertised_address {
+            return a;
+        }
+        if !peer.local.ip().is_unspecified() {
+            return peer.local.ip();
+        }
+        transport::local_ip_toward(peer.remote).unwrap_or(peer.local.ip())
+    }
+
+    fn on_invite(&mut self, tx: TxKey, request: &Message, peer: Peer) {
+        let call_id = request.call_id().to_string();
+        let span = info_span!("call", call_id = %call_id);
+        let _g = span.enter();
+        if self.draining {
+            info!("shutting down: INVITE refused with 503");
+            return self.refuse(&tx, 503, "Service Unavailable", vec![("Retry-After".into(), "30".into())]);
+        }
+        let offer = match siprec::parse_offer(request.header("Content-Type"), &request.body, &self.limits()) {
+            Ok(o) => o,
+            Err(e) => {
+                let r = session::refusal_for(&e);
+                warn!(code = r.code, detail = %r.detail, "SIPREC offer refused");
+                return self.refuse(&tx, r.code, r.reason, Vec::new());
+            }
+        };
+        if let MetadataOutcome::Invalid { error, .. } = &offer.metadata {
+            warn!(%error, "recording metadata unreadable; recording the call anyway");
+        }
+        let plans = match session::plan_streams(&offer.sdp, self.config.media.max_streams) {
+            Ok(p) => p,
+            Err(r) => {
+                warn!(code = r.code, detail = %r.detail, "SIPREC offer refused");
+                return self.refuse(&tx, r.code, r.reason, Vec::new());
+            }
+        };
+        let mut sockets = Vec::with_capacity(plans.len());
+        for _ in &plans {
+            match self.bind_pair() {
+                Some(s) => sockets.push(s),
+                None => {
+                    for (p, _, _) in &sockets {
+                        self.ports.release(*p);
+                    }
+                    error!(
+                        in_use = self.ports.in_use(),
+                        capacity = self.ports.capacity(),
+                        "no free RTP port pair in media.rtp_ports: INVITE refused with 503"
+                    );
+                    return self.refuse(&tx, 503, "Service Unavailable", vec![("Retry-After".into(), "5".into())]);
+                }
+            }
+        }
+        let ports: Vec<u16> = sockets.iter().map(|s| s.0).collect();
+        let name = self.unique_name(&call_id);
+        let path = self.spool.active_dir(&name).join("audio.wav");
+        let file = std::fs::create_dir_all(self.spool.active_dir(&name)).and_then(|_| std::fs::File::create(&path));
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                for p in &ports {
+                    self.ports.release(*p);
+                }
+                error!(path = %path.display(), error = %e, "cannot create the recording file: INVITE refused with 500");
+                return self.refuse(&tx, 500, "Server Internal Error", vec![("Retry-After".into(), "5".into())]);
+            }
+        };
+        let address = self.media_address(&peer);
+        let answer_id = self.rng.u64(1..u64::MAX / 2);
+        let answers = session::media_answers(&offer.sdp, &plans, &ports);
+        let sdp_answer = sdp::build_answer(&offer.sdp, &answers, address, answer_id, 1);
+        let contact = contact_header(&peer, address);
+        let t0 = clock::now();
+        let Some(dialog) = self.endpoint.respond_invite(
+            t0,
+            &tx,
+            200,
+            "OK",
+            vec![("Contact".into(), contact)],
+            Some(("application/sdp".into(), sdp_answer.clone().into_bytes())),
+        ) else {
+            // The INVITE was answered meanwhile (CANCEL): undo.
+            for p in &ports {
+                self.ports.release(*p);
+            }
+            let _ = std::fs::remove_dir_all(self.spool.active_dir(&name));
+            return;
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        let streams = plans
+            .iter()
+            .zip(sockets)
+            .map(|(plan, (_, rtp, rtcp))| StreamSetup {
+                channel: plan.channel,
+                rtp,
+                rtcp,
+                law: plan.law(),
+                payload_type: plan.codec.payload_type,
+            })
+            .collect();
+        self.media.send(Command::Add(Box::new(CallSetup {
+            key,
+            session_id: call_id.clone(),
+            t0,
+            window: self.config.media.reorder_window,
+            rtp_timeout: self.config.media.rtp_timeout,
+            file,
+            path,
+            channels: plans.len(),
+            streams,
+        })));
+        let labels: Vec<&str> = plans.iter().map(|p| p.label.as_deref().unwrap_or("-")).collect();
+        info!(session = %name, streams = plans.len(), labels = ?labels, ports = ?ports, remote = %peer.remote, "recording started");
+        let session = Session {
+            session_id: call_id,
+            name,
+            t0,
+            plans,
+            ports,
+            answer_version: 1,
+            answer_id,
+            last_answer: sdp_answer,
+            metadata: offer.metadata,
+            sip_headers: session::carried_headers(request, &self.config.metadata.carry_headers),
+            notes: Vec::new(),
+            phase: Phase::Answered,
+        };
+        self.keys.insert(key, dialog.clone());
+        self.sessions.insert(dialog, Live { key, session });
+    }
+
+    /// Binds an RTP socket on an even port and RTCP on the next one.
+    fn bind_pair(&mut self) -> Option<(u16, std::net::UdpSocket, std::net::UdpSocket)> {
+        let ip = self.config.media.bind_address;
+        let candidates: Vec<u16> = self.ports.candidates().take(64).collect();
+        for port in candidates {
+            let Ok(rtp) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) else { continue };
+            let Ok(rtcp) = std::net::UdpSocket::bind(SocketAddr::new(ip, port + 1)) else { continue };
+            if rtp.set_nonblocking(true).is_err() || rtcp.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let _ = socket2::SockRef::from(&rtp).set_recv_buffer_size(256 * 1024);
+            self.ports.take(port);
+            return Some((port, rtp, rtcp));
+        }
+        None
+    }
+
+    /// The call's file name, made unique if a recording of that name is still in the spool.
+    fn unique_name(&self, call_id: &str) -> String {
+        let base = session::file_name(call_id);
+        let taken = |n: &str| {
+            self.spool.active_dir(n).exists()
+                || self.spool.pending_dir(n).exists()
+                || self.sessions.values().any(|l| l.session.name == n)
+        };
+        if !taken(&base) {
+            return base;
+        }
+        (2..).map(|i| format!("{base}-{i}")).find(|n| !taken(n)).unwrap_or(base)
+    }
+
+    fn on_reinvite(&mut self, tx: &TxKey, dialog: &DialogId, request: &Message) {
+        let limits = self.limits();
+        let Some(live) = self.sessions.get_mut(dialog) else {
+            return self.refuse(tx, 481, "Call/Transaction Does Not Exist", Vec::new());
+        };
+        let s = &mut live.session;
+        let offer = match siprec::parse_offer(request.header("Content-Type"), &request.body, &limits) {
+            Ok(o) => o,
+            Err(e) => {
+                let r = session::refusal_for(&e);
+                warn!(call_id = %dialog.call_id, code = r.code, detail = %r.detail, "re-INVITE refused; the call goes on");
+                return self.refuse(tx, r.code, r.reason, Vec::new());
+            }
+        };
+        s.update_metadata(offer.metadata);
+        // Same ports for the m-lines we record; changes of codec, new m-lines and hold are the
+        // media issue's (new m-lines are refused with port 0 for now).
+        let answers: Vec<sdp::MediaAnswer> = (0..offer.sdp.media.len())
+            .map(|i| {
+                let m = &offer.sdp.media[i];
+                match s.plans.iter().position(|p| p.mline == i) {
+                    Some(k) if m.port != 0 => sdp::MediaAnswer { port: s.ports[k], codec: m.choose_codec() },
+                    _ => sdp::MediaAnswer { port: 0, codec: None },
+                }
+            })
+            .collect();
+        let address = self
+            .config
+            .media
+            .advertised_address
+            .or_else(|| answer_address(&s.last_answer))
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let mut text = sdp::build_answer(&offer.sdp, &answers, address, s.answer_id, s.answer_version);
+        if text != s.last_answer {
+            s.answer_version += 1;
+            text = sdp::build_answer(&offer.sdp, &answers, address, s.answer_id, s.answer_version);
+            s.last_answer = text.clone();
+        }
+        self.endpoint.respond_invite(clock::now(), tx, 200, "OK", Vec::new(), Some(("application/sdp".into(), text.into_bytes())));
+    }
+
+    /// Ends a recording at `end`: the media thread finishes the WAV, then a task builds `info`,
+    /// moves the call to `pending/` and queues it for delivery.
+    fn end_call(&mut self, id: &DialogId, reason: EndReason, end: Instant) {
+        let Some(mut live) = self.sessions.remove(id) else { return };
+        self.keys.remove(&live.key);
+        live.session.end(reason);
+        for p in &live.session.ports {
+            self.ports.release(*p);
+        }
+        let (done_tx, done_rx) = oneshot::channel();
+        self.media.send(Command::End { key: live.key, end, done: done_tx });
+        let spool = self.spool.clone();
+        let delivery = self.delivery.clone();
+        let epoch = self.epoch;
+        let span = info_span!("call", call_id = %id.call_id);
+        self.finalizing.spawn(
+            async move {
+                let mut s = live.session;
+                let result = match done_rx.await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        error!("media thread gone before the recording was finished");
+                        return;
+                    }
+                };
+                if let Some(e) = &result.error {
+                    error!(error = %e, "recording incomplete");
+                    s.notes.push(format!("recording incomplete: {e}"));
+                }
+                let channels: Vec<ChannelSummary> = s
+                    .plans
+                    .iter()
+                    .zip(result.stats.iter().chain(std::iter::repeat(&Default::default())))
+                    .map(|(p, st)| ChannelSummary { label: p.label.clone(), codec: p.codec_name(), stats: *st })
+                    .collect();
+                for (c, ch) in channels.iter().enumerate() {
+                    if ch.stats.packets == 0 {
+                        warn!(channel = c, label = ?ch.label, "no RTP arrived on this stream: its channel is silent");
+                    }
+                }
+                let info = mapping::build_info(&CallSummary {
+                    session_id: &s.session_id,
+                    t0: s.t0,
+                    start: epoch.wall_of(s.t0),
+                    end: epoch.wall_of(end.max(s.t0)),
+                    channels: &channels,
+                    metadata: &s.metadata,
+                    sip_headers: &s.sip_headers,
+                    end_reason: reason.as_str(),
+                    notes: &s.notes,
+                });
+                let bytes = match serde_json::to_vec_pretty(&info) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        error!(error = %e, "cannot serialize info");
+                        return;
+                    }
+                };
+                let name = s.name.clone();
+                let finished = tokio::task::spawn_blocking(move || spool.finish(&name, &bytes)).await;
+                match finished {
+                    Ok(Ok(_)) => {
+                        let secs = end.saturating_duration_since(s.t0).as_secs_f64();
+                        info!(session = %s.name, reason = reason.as_str(), duration_s = format!("{secs:.1}"), frames = result.frames, "recording finished");
+                        delivery.enqueue(s.name);
+                    }
+                    Ok(Err(e)) => error!(session = %s.name, error = %e, "cannot move the recording to pending/; it stays in the spool"),
+                    Err(e) => error!(error = %e, "finalize task failed"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// `Contact` of our answers: where in-dialog requests reach us.
+fn contact_header(peer: &Peer, address: IpAddr) -> String {
+    let host = match address {
+        IpAddr::V6(a) => format!("[{a}]"),
+        IpAddr::V4(a) => a.to_string(),
+    };
+    let transport = match peer.transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+    };
+    format!("<sip:siprec-gateway@{host}:{}{transport}>", peer.local.port())
+}
+
+/// The c= address of an answer we gave before.
+fn answer_address(answer: &str) -> Option<IpAddr> {
+    answer.lines().find_map(|l| l.strip_prefix("c=IN IP4 ").or_else(|| l.strip_prefix("c=IN IP6 ")))?.trim().parse().ok()
+}
+
+/// Metadata carried by UPDATE/INFO: a multipart body with a metadata part, or a bare metadata
+/// document (RFC 7866 §9.1).
+fn in_dialog_metadata(request: &Message, limits: OfferLimits) -> MetadataOutcome {
+    let ct = request.header("Content-Type").map(siprec::multipart::mime_type);
+    match ct.as_deref() {
+        Some("application/rs-metadata+xml" | "application/rs-metadata") => {
+            if request.body.len() > limits.max_metadata_bytes {
+                return MetadataOutcome::Invalid { error: "metadata update over metadata.max_size".into(), raw: String::new() };
+            }
+            match siprec::metadata::parse_metadata(&request.body) {
+                Ok(m) => MetadataOutcome::Parsed(m),
+                Err(e) => MetadataOutcome::Invalid { error: e.to_string(), raw: String::from_utf8_lossy(&request.body).into() },
+            }
+        }
+        Some("multipart/mixed") => match siprec::parse_offer(request.header("Content-Type"), &request.body, &limits) {
+            Ok(o) => o.metadata,
+            Err(_) => MetadataOutcome::Absent,
+        },
+        _ => MetadataOutcome::Absent,
+    }
+}
+
