@@ -109,8 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.rtp_packets_sent,
                 report.answered_ports
             );
-            let ok = report.invite_status == 200 && report.bye_status == Some(200);
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
 }

@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn two_party_call_maps_contacts_and_ids() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let start = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
         let chans = vec![
             ChannelSummary { label: Some("1".into()), codec: "PCMU", stats: StreamStats::default() },
@@ -318,7 +318,7 @@ mod tests {
     fn no_metadata_falls_back_to_session_id() {
         let info = build_info(&CallSummary {
             session_id: "x",
-            t0: Instant::now(),
+            t0: crate::clock::now(),
             start: SystemTime::UNIX_EPOCH,
             end: SystemTime::UNIX_EPOCH,
             channels: &[],

@@ -26,7 +26,7 @@ impl PortAllocator {
 
     /// Even ports with a free odd neighbour inside the range that are not in use.
     pub fn capacity(&self) -> usize {
-        (usize::from(self.last.saturating_sub(self.first)) + 1) / 2
+        usize::from(self.last.saturating_sub(self.first)).div_ceil(2)
     }
 
     pub fn in_use(&self) -> usize {

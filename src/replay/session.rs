@@ -89,7 +89,7 @@ pub async fn replay(plan: Plan, opts: &ReplayOptions) -> Result<ReplayReport, Re
     let mut rtp_sent = 0;
 
     let mut bye_status = None;
-    let mut last_cseq = invite.cseq().map_or(1, |(n, _)| n);
+    let invite_cseq = invite.cseq().map_or(1, |(n, _)| n);
     let mut pending: Vec<(Duration, SipMessage)> = requests.map(|r| (r.at, r.message)).collect();
     if !pending.iter().any(|(_, m)| m.method() == Some("BYE")) {
         // A capture cut before the hang-up still ends with one, right after the last media.
@@ -98,7 +98,7 @@ pub async fn replay(plan: Plan, opts: &ReplayOptions) -> Result<ReplayReport, Re
             .filter_map(|(_, m)| m.cseq())
             .map(|(n, _)| n)
             .max()
-            .unwrap_or(last_cseq);
+            .unwrap_or(invite_cseq);
         let after = last_rtp
             .unwrap_or_default()
             .max(pending.last().map_or(Duration::ZERO, |(t, _)| *t));
@@ -109,20 +109,16 @@ pub async fn replay(plan: Plan, opts: &ReplayOptions) -> Result<ReplayReport, Re
     }
     for (offset, captured) in pending {
         let method = captured.method().unwrap_or_default().to_string();
+        sig.idle_until(at(origin, offset)).await?;
         if method == "BYE"
             && let Some(task) = rtp.take()
         {
             // All media goes out before the session ends, even if sending ran late.
-            rtp_sent = task.await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "RTP task failed");
-                0
-            });
+            rtp_sent = join_rtp(task).await;
         }
-        sig.idle_until(at(origin, offset)).await?;
         let msg = rewrite::request(&captured, &id, &rewrite::new_branch(), &ports);
         let resp = sig.transact(&msg).await?;
         let status = resp.status().unwrap_or(0);
-        last_cseq = last_cseq.max(msg.cseq().map_or(0, |(n, _)| n));
         match method.as_str() {
             "INVITE" => {
                 sig.ack(&msg, &resp, &id).await?;
@@ -145,7 +141,7 @@ pub async fn replay(plan: Plan, opts: &ReplayOptions) -> Result<ReplayReport, Re
         }
     }
     if let Some(task) = rtp.take() {
-        rtp_sent = task.await.unwrap_or_default();
+        rtp_sent = join_rtp(task).await;
     }
     tracing::info!(
         invite_status,
@@ -159,6 +155,13 @@ pub async fn replay(plan: Plan, opts: &ReplayOptions) -> Result<ReplayReport, Re
         streams: ports.len(),
         rtp_packets_sent: rtp_sent,
         answered_ports,
+    })
+}
+
+async fn join_rtp(task: JoinHandle<u64>) -> u64 {
+    task.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "RTP task failed");
+        0
     })
 }
 

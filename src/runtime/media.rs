@@ -152,11 +152,10 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
 
     loop {
         let timeout = next_tick.saturating_duration_since(clock::now());
-        if let Err(e) = poll.poll(&mut mio_events, Some(timeout)) {
-            if e.kind() != ErrorKind::Interrupted {
+        if let Err(e) = poll.poll(&mut mio_events, Some(timeout))
+            && e.kind() != ErrorKind::Interrupted {
                 error!(error = %e, "media poll failed");
             }
-        }
         let now = clock::now();
         for ev in mio_events.iter() {
             if ev.token() == WAKER {
@@ -259,11 +258,10 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                 call.write_until(now);
                 if now.duration_since(call.last_checkpoint) >= CHECKPOINT {
                     call.last_checkpoint = now;
-                    if let Some(w) = call.wav.as_mut() {
-                        if let Err(e) = w.checkpoint() {
+                    if let Some(w) = call.wav.as_mut()
+                        && let Err(e) = w.checkpoint() {
                             warn!(session_id = %call.session_id, error = %e, "cannot update WAV header");
                         }
-                    }
                 }
                 if !call.timeout_reported && now.duration_since(call.last_activity) >= call.rtp_timeout {
                     call.timeout_reported = true;

@@ -428,21 +428,19 @@ impl Endpoint {
 
     fn handle_ack(&mut self, now: Instant, key: TxKey, msg: &Message) {
         // ACK for a non-2xx final response belongs to the INVITE transaction (§17.2.1).
-        if let Some(tx) = self.invites.get_mut(&key) {
-            if let InviteState::Completed { .. } = tx.state {
+        if let Some(tx) = self.invites.get_mut(&key)
+            && let InviteState::Completed { .. } = tx.state {
                 let until = if tx.peer.transport.reliable() { now } else { now + T4 };
                 tx.state = InviteState::Confirmed { until };
                 return;
             }
-        }
         // ACK for a 2xx is its own transaction inside the dialog (§13.2.2.4).
         let Some(id) = self.dialog_id_of(msg) else { return };
-        if let Some(d) = self.dialogs.get_mut(&id) {
-            if let DialogState::WaitAck { .. } = d.state {
+        if let Some(d) = self.dialogs.get_mut(&id)
+            && let DialogState::WaitAck { .. } = d.state {
                 d.state = DialogState::Confirmed;
                 self.events.push_back(Event::Ack { dialog: id });
             }
-        }
     }
 
     fn dialog_id_of(&self, msg: &Message) -> Option<DialogId> {
@@ -792,7 +790,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn invite_gets_100_then_200() {
         let mut ep = ep();
-        let now = Instant::now();
+        let now = crate::clock::now();
         accept(&mut ep, now);
         assert_eq!(drain(&mut ep), vec!["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]);
     }
@@ -800,7 +798,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn ack_lost_2xx_retransmitted_on_schedule_then_ack_timeout() {
         let mut ep = ep();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         accept(&mut ep, t0);
         drain(&mut ep);
         let mut sent_at = Vec::new();
@@ -831,7 +829,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn ack_stops_retransmission() {
         let mut ep = ep();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let (_, id) = accept(&mut ep, t0);
         drain(&mut ep);
         ep.handle_message(t0 + T1 / 2, peer(Transport::Udp), request("ACK", "z9hG4bK2", Some(&id.local_tag), 1).as_bytes());
@@ -843,7 +841,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn retransmitted_invite_after_200_gets_the_200_again() {
         let mut ep = ep();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         accept(&mut ep, t0);
         drain(&mut ep);
         ep.handle_message(t0, peer(Transport::Udp), invite("z9hG4bK1").as_bytes());
@@ -854,7 +852,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn cancel_before_accept_487() {
         let mut ep = ep();
-        let now = Instant::now();
+        let now = crate::clock::now();
         ep.handle_message(now, peer(Transport::Udp), invite("z9hG4bK1").as_bytes());
         let Some(Event::Invite { tx, .. }) = ep.poll_event() else { panic!() };
         ep.handle_message(now, peer(Transport::Udp), request("CANCEL", "z9hG4bK1", None, 1).as_bytes());
@@ -872,7 +870,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn cancel_racing_the_200_leaves_the_call_up() {
         let mut ep = ep();
-        let now = Instant::now();
+        let now = crate::clock::now();
         let (_, _id) = accept(&mut ep, now);
         drain(&mut ep);
         ep.handle_message(now, peer(Transport::Udp), request("CANCEL", "z9hG4bK1", None, 1).as_bytes());
@@ -884,7 +882,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn bye_answered_and_dialog_removed() {
         let mut ep = ep();
-        let now = Instant::now();
+        let now = crate::clock::now();
         let (_, id) = accept(&mut ep, now);
         drain(&mut ep);
         ep.handle_message(now, peer(Transport::Udp), request("BYE", "z9hG4bK3", Some(&id.local_tag), 2).as_bytes());
@@ -900,14 +898,14 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn request_on_unknown_dialog_481() {
         let mut ep = ep();
-        ep.handle_message(Instant::now(), peer(Transport::Udp), request("BYE", "z9hG4bK9", Some("nope"), 2).as_bytes());
+        ep.handle_message(crate::clock::now(), peer(Transport::Udp), request("BYE", "z9hG4bK9", Some("nope"), 2).as_bytes());
         assert_eq!(drain(&mut ep), vec!["SIP/2.0 481 Call/Transaction Does Not Exist"]);
     }
 
     #[test]
     fn cseq_out_of_order_500() {
         let mut ep = ep();
-        let now = Instant::now();
+        let now = crate::clock::now();
         let (_, id) = accept(&mut ep, now);
         drain(&mut ep);
         ep.handle_message(now, peer(Transport::Udp), request("INFO", "z9hG4bK4", Some(&id.local_tag), 5).as_bytes());
@@ -918,7 +916,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn options_unknown_method_and_require() {
         let mut ep = ep();
-        let now = Instant::now();
+        let now = crate::clock::now();
         ep.handle_message(now, peer(Transport::Udp), request("OPTIONS", "z9hG4bKo", None, 1).as_bytes());
         ep.handle_message(now, peer(Transport::Udp), request("FOO", "z9hG4bKf", None, 1).as_bytes());
         ep.handle_message(now, peer(Transport::Udp), request("REGISTER", "z9hG4bKr", None, 1).as_bytes());
@@ -937,7 +935,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn malformed_request_gets_400_and_garbage_is_dropped() {
         let mut ep = ep();
-        let now = Instant::now();
+        let now = crate::clock::now();
         let bad = invite("z9hG4bK1").replace("Content-Length: 5", "Content-Length: 500");
         ep.handle_message(now, peer(Transport::Udp), bad.as_bytes());
         assert!(drain(&mut ep)[0].starts_with("SIP/2.0 400 Bad Request"));
@@ -950,14 +948,14 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
         let mut ep = ep();
         let mut p = peer(Transport::Udp);
         p.remote = "192.0.2.1:40000".parse().unwrap();
-        ep.handle_message(Instant::now(), p, request("OPTIONS", "z9hG4bKo", None, 1).as_bytes());
+        ep.handle_message(crate::clock::now(), p, request("OPTIONS", "z9hG4bKo", None, 1).as_bytes());
         assert_eq!(ep.poll_transmit().unwrap().dest, "192.0.2.1:5070".parse().unwrap());
     }
 
     #[test]
     fn our_bye_retransmitted_until_answered() {
         let mut ep = ep();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let (_, id) = accept(&mut ep, t0);
         ep.handle_message(t0, peer(Transport::Udp), request("ACK", "z9hG4bK2", Some(&id.local_tag), 1).as_bytes());
         drain(&mut ep);

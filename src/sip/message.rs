@@ -128,11 +128,10 @@ pub fn frame(buf: &[u8]) -> Result<Option<Framed>, ParseError> {
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::NotUtf8)?;
     let mut length = 0usize;
     for line in head.lines() {
-        if let Some((name, value)) = line.split_once(':') {
-            if header_is(name.trim(), "Content-Length") {
+        if let Some((name, value)) = line.split_once(':')
+            && header_is(name.trim(), "Content-Length") {
                 length = value.trim().parse().map_err(|_| ParseError::BadContentLength)?;
             }
-        }
     }
     let total = end + term + length;
     if total > MAX_MESSAGE_SIZE {
@@ -317,11 +316,10 @@ impl Message {
                 headers.push((n.clone(), v.clone()));
             } else if header_is(n, "To") {
                 let mut v = v.clone();
-                if let Some(tag) = to_tag {
-                    if param(name_addr_params(&v), "tag").is_none() && code != 100 {
+                if let Some(tag) = to_tag
+                    && param(name_addr_params(&v), "tag").is_none() && code != 100 {
                         let _ = write!(v, ";tag={tag}");
                     }
-                }
                 headers.push((n.clone(), v));
             }
         }
@@ -397,11 +395,10 @@ pub fn name_addr_params(v: &str) -> &str {
 
 /// The URI inside a name-addr (`"Bob" <sip:bob@x>;tag=1` → `sip:bob@x`) or an addr-spec.
 pub fn name_addr_uri(v: &str) -> &str {
-    if let (Some(a), Some(b)) = (v.find('<'), v.rfind('>')) {
-        if a < b {
+    if let (Some(a), Some(b)) = (v.find('<'), v.rfind('>'))
+        && a < b {
             return v[a + 1..b].trim();
         }
-    }
     v.split(';').next().unwrap_or(v).trim()
 }
 
