@@ -34,6 +34,9 @@ use crate::siprec::{self, MetadataOutcome, OfferLimits, sdp};
 use media::{CallSetup, Command, MediaEvent, MediaHandle, StreamSetup};
 use transport::Inbound;
 
+/// How long shutdown waits for the delivery worker to hand over this run's recordings.
+const DELIVERY_DRAIN: Duration = Duration::from_secs(10);
+
 /// Errors that stop the gateway from starting.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -121,11 +124,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         delivery,
         finalizing: JoinSet::new(),
         draining: false,
+        finished: 0,
         next_key: 1,
         rng: fastrand::Rng::with_seed(seed ^ 0x5eed),
     };
     sig.run(in_rx, media_rx, shutdown).await;
 
+    // Give the delivery worker a moment to hand over what this run finished (the local sink
+    // is immediate); whatever is not delivered stays in pending/ for the next start.
+    let mut stats = sig.delivery.stats();
+    let finished = sig.finished;
+    let handed_over = stats.wait_for(|s| s.delivered + s.failed >= finished);
+    if tokio::time::timeout(DELIVERY_DRAIN, handed_over).await.is_err() {
+        warn!("recordings not yet delivered stay in the spool's pending/ and go out at the next start");
+    }
     sig.media.send(Command::Stop);
     let _ = tokio::task::spawn_blocking(move || media_thread.join()).await;
     let _ = stop_delivery_tx.send(());
@@ -154,6 +166,8 @@ struct Signalling {
     delivery: DeliveryHandle,
     finalizing: JoinSet<()>,
     draining: bool,
+    /// Recordings finalized into pending/ by this run (counted when their finalize task starts).
+    finished: u64,
     next_key: u64,
     rng: fastrand::Rng,
 }
@@ -525,6 +539,7 @@ impl Signalling {
         }
         let (done_tx, done_rx) = oneshot::channel();
         self.media.send(Command::End { key: live.key, end, done: done_tx });
+        self.finished += 1;
         let spool = self.spool.clone();
         let delivery = self.delivery.clone();
         let epoch = self.epoch;
