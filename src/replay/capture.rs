@@ -3,8 +3,9 @@
 //! Handles pcap and pcapng; Ethernet, Linux cooked (SLL and SLL2) and raw-IP link types; IPv4 and
 //! IPv6 fragments (reassembled with etherparse's defragmenter); UDP datagrams as they are and TCP
 //! streams reassembled per flow (sequence-ordered, retransmissions dropped) and cut into SIP
-//! messages by Content-Length. It does no network I/O and does not interpret SIP or RTP beyond
-//! framing; what the payloads mean is `plan`'s job.
+//! messages by Content-Length with the gateway's own stream framing (`sip::message::frame`). It
+//! does no network I/O and does not interpret SIP or RTP beyond framing; what the payloads mean
+//! is `plan`'s job.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +19,7 @@ use pcap_file::pcapng::PcapNgReader;
 use pcap_file::pcapng::blocks::Block;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 
-use super::sip;
+use crate::sip::message::{self, Framed};
 
 /// Why a capture file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +53,6 @@ pub struct Payload {
 
 /// pcapng Section Header Block magic (the pcap magics differ).
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
-/// A single TCP flow buffer that never yields a message is dropped past this size.
-const MAX_STREAM_BUFFER: usize = 256 * 1024;
 
 /// Decodes every UDP datagram and TCP-carried SIP message in a capture, in capture order.
 pub fn read_capture(bytes: &[u8]) -> Result<Vec<Payload>, CaptureError> {
@@ -265,23 +264,28 @@ impl TcpFlow {
         }
     }
 
-    /// Complete SIP messages now at the head of the stream.
+    /// Complete SIP messages now at the head of the stream. A flow that cannot be framed as SIP
+    /// (not SIP at all, a bad Content-Length, or no message within the largest size SIP allows)
+    /// loses what it has buffered: nothing after it could be found reliably anyway.
     fn messages(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         loop {
-            let skip = sip::keepalive_len(&self.buf);
-            self.buf.drain(..skip);
-            match sip::frame_len(&self.buf) {
-                Some(n) if n > 0 => out.push(self.buf.drain(..n).collect()),
-                _ => break,
+            match message::frame(&self.buf) {
+                Ok(Some(Framed::KeepAlive(n))) => {
+                    self.buf.drain(..n);
+                }
+                Ok(Some(Framed::Message(n))) => out.push(self.buf.drain(..n).collect()),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(
+                        bytes = self.buf.len(),
+                        error = %e,
+                        "TCP stream without SIP framing dropped"
+                    );
+                    self.buf.clear();
+                    break;
+                }
             }
-        }
-        if self.buf.len() > MAX_STREAM_BUFFER {
-            tracing::warn!(
-                bytes = self.buf.len(),
-                "TCP stream without SIP framing dropped"
-            );
-            self.buf.clear();
         }
         out
     }
@@ -290,6 +294,8 @@ impl TcpFlow {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::replay::plan::sdp_of;
+    use crate::sip::Message;
     use etherparse::PacketBuilder;
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 
@@ -415,9 +421,9 @@ pub(crate) mod tests {
         let out = read_capture(&fixture("siprec-2stream-tcp.pcapng")).unwrap();
         let sip: Vec<_> = out.iter().filter(|p| p.carrier == Carrier::Tcp).collect();
         assert_eq!(sip.len(), 6, "INVITE 100 200 ACK BYE 200");
-        let invite = sip::SipMessage::parse(&sip[0].data).unwrap();
+        let invite = Message::parse(&sip[0].data).unwrap();
         assert_eq!(invite.method(), Some("INVITE"));
-        assert!(invite.has_sdp());
+        assert!(sdp_of(&invite).is_some());
         // if_tsresol 9 honoured: 2025-11-28T10:00:00.0102Z, not 1000x off.
         assert_eq!(
             sip[0].ts,
@@ -434,8 +440,8 @@ pub(crate) mod tests {
             "three fragments' worth: {}",
             invite.data.len()
         );
-        let m = sip::SipMessage::parse(&invite.data).unwrap();
-        assert_eq!(sip::media_lines(m.sdp().unwrap()).len(), 3);
+        let m = Message::parse(&invite.data).unwrap();
+        assert_eq!(sdp_of(&m).unwrap().media.len(), 3);
         assert!(m.body.ends_with(b"--siprec-boundary-01--\r\n"));
     }
 

@@ -14,7 +14,6 @@ mod capture;
 mod plan;
 mod rewrite;
 mod session;
-mod sip;
 mod timer;
 
 use std::net::SocketAddr;

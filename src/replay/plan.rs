@@ -11,7 +11,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::capture::Payload;
-use super::sip::{self, SipMessage};
+use super::rewrite::branch;
+use crate::sip::Message;
+use crate::siprec::sdp::SessionDescription;
+use crate::siprec::{self, OfferLimits};
 
 /// Why a capture holds nothing to replay.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,7 +32,7 @@ pub enum PlanError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedRequest {
     pub at: Duration,
-    pub message: SipMessage,
+    pub message: Message,
 }
 
 /// One RTP packet of the stream on m-line `mline`, `at` after the INVITE.
@@ -68,27 +71,45 @@ impl Plan {
     }
 }
 
-/// An SDP answer seen in the capture: when, and the (address, port) of each m-line.
+/// An SDP answer seen in the capture, and when.
 struct Answer {
     ts: Duration,
-    media: Vec<sip::MediaLine>,
+    sdp: SessionDescription,
+}
+
+/// The SDP a message carries, alone or as the SDP part of a SIPREC multipart body (RFC 7866
+/// §9.1), read with the gateway's own offer parser. `None` without a Content-Type, without an
+/// SDP body, or when the SDP does not parse.
+pub fn sdp_of(m: &Message) -> Option<SessionDescription> {
+    // The metadata is only passed on as captured, never judged: no size limit.
+    let limits = OfferLimits {
+        max_metadata_bytes: usize::MAX,
+    };
+    siprec::parse_offer(Some(m.header("Content-Type")?), &m.body, &limits)
+        .ok()
+        .map(|offer| offer.sdp)
 }
 
 /// Builds the plan from a capture's payloads (as `capture::read_capture` returns them).
 pub fn build(payloads: &[Payload]) -> Result<Plan, PlanError> {
-    let sip: Vec<(usize, &Payload, SipMessage)> = payloads
+    // Lenient on purpose: the capture is replayed as it is, and a message the gateway would
+    // refuse is the gateway's to refuse.
+    let sip: Vec<(usize, &Payload, Message)> = payloads
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| Some((i, p, SipMessage::parse(&p.data)?)))
+        .filter_map(|(i, p)| Some((i, p, Message::parse_unchecked(&p.data).ok()?)))
         .collect();
     let (_, first, invite) = sip
         .iter()
-        .find(|(_, _, m)| m.method() == Some("INVITE") && m.has_sdp())
+        .find(|(_, _, m)| m.method() == Some("INVITE") && sdp_of(m).is_some())
         .ok_or(PlanError::NoInvite)?;
-    let call_id = invite.call_id().ok_or(PlanError::BadInvite)?.to_string();
+    let call_id = invite
+        .header("Call-ID")
+        .ok_or(PlanError::BadInvite)?
+        .to_string();
     invite.cseq().ok_or(PlanError::BadInvite)?;
     let (src, srs, t0) = (first.src, first.dst, first.ts);
-    let in_call = |m: &SipMessage| m.call_id() == Some(call_id.as_str());
+    let in_call = |m: &Message| m.header("Call-ID") == Some(call_id.as_str());
 
     let mut requests: Vec<PlannedRequest> = Vec::new();
     let mut seen = HashSet::new();
@@ -99,7 +120,7 @@ pub fn build(payloads: &[Payload]) -> Result<Plan, PlanError> {
     let mut streams = 0;
     let invite_cseq = invite.cseq().map(|(n, _)| n);
     for (_, p, m) in sip.iter().filter(|(_, p, m)| p.ts >= t0 && in_call(m)) {
-        if m.is_request() && p.dst == srs {
+        if m.method().is_some() && p.dst == srs {
             let method = m.method().unwrap_or_default();
             // ACKs are generated live; a CANCEL could only target the captured transaction.
             if method == "ACK" || method == "CANCEL" {
@@ -109,15 +130,14 @@ pub fn build(payloads: &[Payload]) -> Result<Plan, PlanError> {
             let key = (
                 m.cseq().map(|(n, _)| n),
                 method.to_string(),
-                m.top_via_branch().map(str::to_string),
+                branch(m).map(str::to_string),
             );
             if !seen.insert(key) {
                 continue;
             }
-            if let Some(sdp) = m.sdp() {
-                let media = sip::media_lines(sdp);
-                streams = streams.max(media.len());
-                media_ips.extend(media.iter().filter_map(|ml| ml.addr));
+            if let Some(sdp) = sdp_of(m) {
+                streams = streams.max(sdp.media.len());
+                media_ips.extend(sdp.media.iter().filter_map(|md| md.connection_or(&sdp)));
             }
             if method == "BYE" && bye_at.is_none() {
                 bye_at = Some(p.ts);
@@ -126,17 +146,14 @@ pub fn build(payloads: &[Payload]) -> Result<Plan, PlanError> {
                 at: p.ts - t0,
                 message: m.clone(),
             });
-        } else if !m.is_request() && p.src == srs {
+        } else if m.method().is_none() && p.src == srs {
             let ok = m.status().is_some_and(|s| (200..300).contains(&s));
             if ok && m.cseq().is_some_and(|(_, meth)| meth == "INVITE") {
                 if answered_at.is_none() && m.cseq().map(|(n, _)| n) == invite_cseq {
                     answered_at = Some(p.ts - t0);
                 }
-                if let Some(sdp) = m.sdp() {
-                    answers.push(Answer {
-                        ts: p.ts,
-                        media: sip::media_lines(sdp),
-                    });
+                if let Some(sdp) = sdp_of(m) {
+                    answers.push(Answer { ts: p.ts, sdp });
                 }
             }
         }
@@ -158,10 +175,12 @@ pub fn build(payloads: &[Payload]) -> Result<Plan, PlanError> {
         let Some(answer) = answers.iter().rev().find(|a| a.ts <= p.ts) else {
             continue;
         };
-        let mline = answer.media.iter().position(|ml| {
-            ml.port != 0
-                && ml.port == p.dst.port()
-                && ml.addr.is_none_or(|a| a == p.dst.ip() || a == srs.ip())
+        let mline = answer.sdp.media.iter().position(|md| {
+            md.port != 0
+                && md.port == p.dst.port()
+                && md
+                    .connection_or(&answer.sdp)
+                    .is_none_or(|a| a == p.dst.ip() || a == srs.ip())
         });
         if let Some(mline) = mline {
             rtp.push(PlannedRtp {
@@ -235,7 +254,7 @@ mod tests {
         let p = plan("siprec-2stream-tcp.pcapng");
         assert_eq!(p.requests.len(), 2);
         assert_eq!(p.rtp_per_stream(), [350, 250]);
-        assert!(p.requests[0].message.has_sdp());
+        assert!(sdp_of(&p.requests[0].message).is_some());
     }
 
     #[test]
@@ -269,6 +288,28 @@ mod tests {
         payloads.insert(bye, reverse);
         let p = build(&payloads).unwrap();
         assert_eq!(p.requests.len(), 2);
+    }
+
+    #[test]
+    fn sdp_of_reads_the_sdp_part_of_a_compact_form_multipart_offer() {
+        let offer = "INVITE sip:srs@10.0.0.20 SIP/2.0\r\n\
+            c: multipart/mixed;boundary=\"b1\"\r\n\r\n\
+            --b1\r\nContent-Type: application/sdp\r\n\r\n\
+            v=0\r\nc=IN IP4 10.0.0.10\r\nm=audio 2000 RTP/AVP 0\r\n\
+            m=audio 2002 RTP/AVP 0\r\nc=IN IP4 10.0.0.11\r\n\
+            \r\n--b1\r\nContent-Type: application/rs-metadata+xml\r\n\r\n<recording/>\r\n--b1--\r\n";
+        let m = Message::parse_unchecked(offer.as_bytes()).unwrap();
+        let sdp = sdp_of(&m).unwrap();
+        let media: Vec<_> = sdp
+            .media
+            .iter()
+            .map(|md| (md.port, md.connection_or(&sdp)))
+            .collect();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(media, [(2000, ip("10.0.0.10")), (2002, ip("10.0.0.11"))]);
+        let mut bare = m.clone();
+        bare.headers.clear();
+        assert_eq!(sdp_of(&bare), None, "no Content-Type, no SDP");
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! Rewrites captured SRC requests so they form a fresh dialog from our sockets, and builds the
-//! few messages the replay makes itself (ACK, responses to the gateway's own requests).
+//! few messages the replay makes itself (ACK, BYE).
 //!
 //! Kept as captured: Request-URI, To URI, CSeq, Require/Supported and every other header, the
-//! metadata part of the body. Replaced: Call-ID, From tag, To tag (the live one), Via (one, ours,
-//! with a new branch per transaction), Contact host:port, the SDP's addresses and ports (our RTP
-//! sockets), Content-Length. No I/O; randomness only from `fastrand`.
+//! metadata part of the body (byte for byte: the SDP is rewritten in place). Replaced: Call-ID,
+//! From tag, To tag (the live one), Via (one, ours, with a new branch per transaction), Contact
+//! host:port, the SDP's addresses and ports (our RTP sockets), Content-Length. Parsing and
+//! serialising are the gateway's own (`sip::message`, `siprec::multipart`). No I/O; randomness
+//! only from `fastrand`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 
 use super::Transport;
-use super::sip::{self, SipMessage};
+use crate::sip::Message;
+use crate::sip::message::{self, StartLine};
+use crate::siprec::multipart;
 
 /// The dialog identity of one replay run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,33 +62,24 @@ pub fn new_branch() -> String {
 
 /// The captured request as we send it: our identity, a fresh `branch`, and an SDP offer whose
 /// m-line `k` points at `rtp_ports[k]` on our address.
-pub fn request(
-    captured: &SipMessage,
-    id: &Identity,
-    branch: &str,
-    rtp_ports: &[u16],
-) -> SipMessage {
+pub fn request(captured: &Message, id: &Identity, branch: &str, rtp_ports: &[u16]) -> Message {
     let mut m = captured.clone();
     // Every captured Via belongs to hops that are not in this path: ours is the only one.
-    m.replace_all("via", id.via(branch));
-    m.set_header("call-id", id.call_id.clone());
-    if let Some(from) = m.header("from").map(|f| sip::with_tag(f, &id.from_tag)) {
-        m.set_header("from", from);
+    m.set_header("Via", id.via(branch));
+    m.set_header("Call-ID", id.call_id.as_str());
+    if let Some(from) = m.header("From").map(|f| with_tag(f, Some(&id.from_tag))) {
+        m.set_header("From", from);
     }
-    if let Some(to) = m.header("to").map(str::to_string) {
-        let to = match &id.to_tag {
-            Some(tag) => sip::with_tag(&to, tag),
-            None => without_tag(&to),
-        };
-        m.set_header("to", to);
+    if let Some(to) = m.header("To").map(|t| with_tag(t, id.to_tag.as_deref())) {
+        m.set_header("To", to);
     }
     if let Some(contact) = m
-        .header("contact")
+        .header("Contact")
         .map(|c| contact(c, id.local, id.transport))
     {
-        m.set_header("contact", contact);
+        m.set_header("Contact", contact);
     }
-    if let Some(range) = m.sdp_range()
+    if let Some(range) = sdp_range(&m)
         && let Ok(sdp) = std::str::from_utf8(&m.body[range.clone()])
     {
         let new = sdp_offer(sdp, id.local.ip(), rtp_ports);
@@ -92,57 +88,112 @@ pub fn request(
     m
 }
 
+/// The top Via's branch: with the CSeq method, what ties a response to its client transaction
+/// (RFC 3261 §17.1.3).
+pub fn branch(m: &Message) -> Option<&str> {
+    m.top_via().and_then(|v| v.branch())
+}
+
 /// ACK for a final response to `invite` (the request as sent). RFC 3261 §13.2.2.4: a 2xx is
 /// acknowledged in a new transaction; §17.1.1.3: a non-2xx with the INVITE's own branch.
-pub fn ack(invite: &SipMessage, response: &SipMessage, id: &Identity) -> SipMessage {
+pub fn ack(invite: &Message, response: &Message, id: &Identity) -> Message {
     let two_xx = response.status().is_some_and(|s| (200..300).contains(&s));
-    let branch = match (two_xx, invite.top_via_branch()) {
+    let branch = match (two_xx, branch(invite)) {
         (false, Some(b)) => b.to_string(),
         _ => new_branch(),
     };
-    let ruri = invite.start_line.split(' ').nth(1).unwrap_or("sip:invalid");
     let mut headers = vec![
         ("Via".to_string(), id.via(&branch)),
         ("Max-Forwards".to_string(), "70".to_string()),
     ];
-    for name in ["from", "call-id", "route"] {
-        headers.extend(invite.headers_named(name).cloned());
-    }
-    if let Some(to) = response.header("to") {
+    headers.extend(fields(invite, &["From", "Call-ID", "Route"]));
+    if let Some(to) = response.header("To") {
         headers.push(("To".into(), to.to_string()));
     }
     let cseq = invite.cseq().map_or(1, |(n, _)| n);
     headers.push(("CSeq".into(), format!("{cseq} ACK")));
-    SipMessage {
-        start_line: format!("ACK {ruri} SIP/2.0"),
+    in_dialog("ACK", invite, headers)
+}
+
+/// A BYE in the INVITE's dialog, for captures that end before the SRC hung up.
+pub fn bye(invite: &Message, cseq: u32) -> Message {
+    let keep = [
+        "Via",
+        "Max-Forwards",
+        "From",
+        "To",
+        "Call-ID",
+        "Contact",
+        "Route",
+    ];
+    let mut headers = fields(invite, &keep);
+    headers.push(("CSeq".into(), format!("{cseq} BYE")));
+    in_dialog("BYE", invite, headers)
+}
+
+/// A bodiless `method` request to the INVITE's Request-URI.
+fn in_dialog(method: &str, invite: &Message, headers: Vec<(String, String)>) -> Message {
+    Message {
+        start: StartLine::Request {
+            method: method.to_string(),
+            uri: invite.request_uri().unwrap_or("sip:invalid").to_string(),
+        },
         headers,
         body: Vec::new(),
     }
 }
 
-/// A response to a request the gateway sent us (RFC 3261 §8.2.6.2: Via, From, To, Call-ID and
-/// CSeq copied).
-pub fn response_to(request: &SipMessage, status: u16, reason: &str) -> SipMessage {
-    let headers = ["via", "from", "to", "call-id", "cseq"]
+/// The header fields of `m` with the given names (compact forms match), as written, grouped in
+/// the order of `names`.
+fn fields(m: &Message, names: &[&str]) -> Vec<(String, String)> {
+    names
         .iter()
-        .flat_map(|c| request.headers_named(c).cloned())
-        .collect();
-    SipMessage {
-        start_line: format!("SIP/2.0 {status} {reason}"),
-        headers,
-        body: Vec::new(),
-    }
+        .flat_map(|name| {
+            m.headers
+                .iter()
+                .filter(|(n, _)| message::header_is(n, name))
+                .cloned()
+        })
+        .collect()
 }
 
-fn without_tag(value: &str) -> String {
-    let cut = value.rfind('>').map_or(value.len(), |i| i + 1);
-    let (uri, params) = value.split_at(cut);
-    let kept: String = params
-        .split(';')
-        .filter(|p| !p.trim().is_empty() && !p.trim().to_ascii_lowercase().starts_with("tag="))
-        .map(|p| format!(";{}", p.trim()))
-        .collect();
-    format!("{uri}{kept}")
+/// A From/To value with its header `tag` parameter replaced by `tag`, or removed when `None`.
+/// Other header parameters keep their order; URI parameters are not touched.
+fn with_tag(value: &str, tag: Option<&str>) -> String {
+    let params = message::name_addr_params(value);
+    let mut out = value[..value.len() - params.len()].trim_end().to_string();
+    for p in params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let name = p.split_once('=').map_or(p, |(n, _)| n);
+        if !name.trim().eq_ignore_ascii_case("tag") {
+            out.push(';');
+            out.push_str(p);
+        }
+    }
+    if let Some(tag) = tag {
+        out.push_str(";tag=");
+        out.push_str(tag);
+    }
+    out
+}
+
+/// Byte range of the SDP within the body: all of it for `application/sdp`, the SDP part's
+/// content for a multipart body (RFC 7866 §9.1: SDP plus `application/rs-metadata+xml`).
+fn sdp_range(m: &Message) -> Option<Range<usize>> {
+    let content_type = m.header("Content-Type")?;
+    let mime = multipart::mime_type(content_type);
+    if mime == "application/sdp" {
+        return (!m.body.is_empty()).then_some(0..m.body.len());
+    }
+    if !mime.starts_with("multipart/") {
+        return None;
+    }
+    let parts = multipart::split(content_type, &m.body).ok()?;
+    let sdp = parts
+        .iter()
+        .find(|p| p.content_type.as_deref() == Some("application/sdp"))?;
+    // The parts borrow the body, so a part's offset is its distance from the body's start.
+    let start = (sdp.body.as_ptr() as usize).checked_sub(m.body.as_ptr() as usize)?;
+    Some(start..start + sdp.body.len())
 }
 
 /// Contact with our host:port, the captured user part, URI and header parameters kept, and
@@ -216,10 +267,10 @@ pub fn sdp_offer(sdp: &str, ip: IpAddr, rtp_ports: &[u16]) -> String {
 mod tests {
     use super::*;
     use crate::replay::capture::{read_capture, tests::fixture};
-    use crate::replay::plan;
-    use crate::replay::sip::{frame_len, media_lines, param};
+    use crate::replay::plan::{self, sdp_of};
+    use crate::sip::message::Framed;
 
-    fn captured_requests() -> Vec<SipMessage> {
+    fn captured_requests() -> Vec<Message> {
         let payloads = read_capture(&fixture("siprec-2stream-tcp.pcapng")).unwrap();
         plan::build(&payloads)
             .unwrap()
@@ -241,25 +292,16 @@ mod tests {
         let out = request(invite, &id, &branch, &[50000, 50002]);
         let bytes = out.to_bytes();
         assert_eq!(
-            frame_len(&bytes),
-            Some(bytes.len()),
+            message::frame(&bytes),
+            Ok(Some(Framed::Message(bytes.len()))),
             "Content-Length matches the rewritten body"
         );
-        let m = SipMessage::parse(&bytes).unwrap();
-        assert_eq!(m.call_id(), Some(id.call_id.as_str()));
+        let m = Message::parse(&bytes).unwrap();
+        assert_eq!(m.call_id(), id.call_id);
         assert_ne!(m.call_id(), invite.call_id());
-        assert_eq!(
-            param(m.header("from").unwrap(), "tag"),
-            Some(id.from_tag.as_str())
-        );
-        assert_eq!(param(m.header("to").unwrap(), "tag"), None);
-        assert_eq!(
-            m.headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case("via"))
-                .count(),
-            1
-        );
+        assert_eq!(m.tag("From"), Some(id.from_tag.as_str()));
+        assert_eq!(m.tag("To"), None);
+        assert_eq!(m.headers_named("Via").count(), 1);
         assert_eq!(
             m.header("via"),
             Some(format!("SIP/2.0/UDP 192.0.2.7:40123;branch={branch};rport").as_str())
@@ -270,13 +312,13 @@ mod tests {
             Some("<sip:src@192.0.2.7:40123>;+sip.src")
         );
         assert_eq!(m.cseq(), invite.cseq());
-        assert_eq!(m.start_line, invite.start_line);
-        let media = media_lines(m.sdp().unwrap());
+        assert_eq!(m.start, invite.start);
+        let sdp = sdp_of(&m).unwrap();
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(
-            media
+            sdp.media
                 .iter()
-                .map(|ml| (ml.addr, ml.port))
+                .map(|md| (md.connection_or(&sdp), md.port))
                 .collect::<Vec<_>>(),
             [(Some(ip), 50000), (Some(ip), 50002)]
         );
@@ -287,6 +329,28 @@ mod tests {
             "no capture address left in the body"
         );
         assert!(text.contains("<label>2</label>"), "metadata kept");
+    }
+
+    #[test]
+    fn sdp_part_of_a_multipart_body_is_rewritten_in_place() {
+        let offer = "INVITE sip:srs@10.0.0.20 SIP/2.0\r\n\
+            c: multipart/mixed;boundary=\"b1\"\r\n\r\n\
+            --b1\r\nContent-Type: application/sdp\r\n\r\n\
+            v=0\r\nc=IN IP4 10.0.0.10\r\nm=audio 2000 RTP/AVP 0\r\n\
+            \r\n--b1\r\nContent-Type: application/rs-metadata+xml\r\n\r\n<recording/>\r\n--b1--\r\n";
+        let captured = Message::parse_unchecked(offer.as_bytes()).unwrap();
+        let range = sdp_range(&captured).unwrap();
+        assert!(captured.body[range.clone()].starts_with(b"v=0\r\n"));
+        assert!(captured.body[range].ends_with(b"RTP/AVP 0\r\n"));
+        let id = Identity::fresh(local(), Transport::Udp);
+        let out = request(&captured, &id, "z9hG4bKx", &[50000]);
+        let body = String::from_utf8(out.body).unwrap();
+        assert_eq!(
+            body,
+            "--b1\r\nContent-Type: application/sdp\r\n\r\n\
+            v=0\r\nc=IN IP4 192.0.2.7\r\nm=audio 50000 RTP/AVP 0\r\n\
+            \r\n--b1\r\nContent-Type: application/rs-metadata+xml\r\n\r\n<recording/>\r\n--b1--\r\n"
+        );
     }
 
     #[test]
@@ -301,11 +365,11 @@ mod tests {
     #[test]
     fn in_dialog_request_carries_the_live_to_tag_over_tcp() {
         let bye = &captured_requests()[1];
-        assert_eq!(param(bye.header("to").unwrap(), "tag"), Some("srs-7731"));
+        assert_eq!(bye.tag("To"), Some("srs-7731"));
         let mut id = Identity::fresh(local(), Transport::Tcp);
         id.to_tag = Some("live-tag".into());
         let m = request(bye, &id, "z9hG4bKx", &[]);
-        assert_eq!(param(m.header("to").unwrap(), "tag"), Some("live-tag"));
+        assert_eq!(m.tag("To"), Some("live-tag"));
         assert_eq!(
             m.header("via"),
             Some("SIP/2.0/TCP 192.0.2.7:40123;branch=z9hG4bKx")
@@ -320,24 +384,37 @@ mod tests {
     fn ack_for_2xx_is_a_new_transaction_and_for_non_2xx_reuses_the_branch() {
         let id = Identity::fresh(local(), Transport::Udp);
         let invite = request(&captured_requests()[0], &id, "z9hG4bKinv", &[1, 2]);
-        let ok = SipMessage::parse(
+        let ok = Message::parse_unchecked(
             b"SIP/2.0 200 OK\r\nTo: <sip:r@x>;tag=t9\r\nCSeq: 101 INVITE\r\n\r\n",
         )
         .unwrap();
         let a = ack(&invite, &ok, &id);
         assert_eq!(a.method(), Some("ACK"));
+        assert_eq!(a.request_uri(), invite.request_uri());
         assert_eq!(a.cseq(), Some((101, "ACK")));
         assert_eq!(a.header("to"), Some("<sip:r@x>;tag=t9"));
-        assert_eq!(a.call_id(), Some(id.call_id.as_str()));
-        assert_ne!(a.top_via_branch(), Some("z9hG4bKinv"));
-        let busy = SipMessage::parse(
+        assert_eq!(a.call_id(), id.call_id);
+        assert_ne!(branch(&a), Some("z9hG4bKinv"));
+        let busy = Message::parse_unchecked(
             b"SIP/2.0 486 Busy\r\nTo: <sip:r@x>;tag=t9\r\nCSeq: 101 INVITE\r\n\r\n",
         )
         .unwrap();
-        assert_eq!(
-            ack(&invite, &busy, &id).top_via_branch(),
-            Some("z9hG4bKinv")
-        );
+        assert_eq!(branch(&ack(&invite, &busy, &id)), Some("z9hG4bKinv"));
+    }
+
+    #[test]
+    fn generated_bye_stays_in_the_invite_dialog() {
+        let invite = Message::parse(
+            b"INVITE sip:srs@x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a>;tag=1\r\nTo: <sip:srs@x>\r\n\
+              Call-ID: c\r\nCSeq: 10 INVITE\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n",
+        )
+        .unwrap();
+        let bye = bye(&invite, 11);
+        assert_eq!(bye.method(), Some("BYE"));
+        assert_eq!(bye.request_uri(), Some("sip:srs@x"));
+        assert_eq!(bye.cseq(), Some((11, "BYE")));
+        assert_eq!(bye.call_id(), "c");
+        assert!(bye.body.is_empty() && bye.header("content-type").is_none());
     }
 
     #[test]
@@ -351,14 +428,18 @@ mod tests {
     }
 
     #[test]
-    fn response_to_gateway_bye_copies_the_dialog_headers() {
-        let bye = SipMessage::parse(
-            b"BYE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP gw;branch=z9hG4bK1\r\nf: <sip:g>;tag=1\r\nTo: <sip:s>;tag=2\r\nCall-ID: c\r\nCSeq: 5 BYE\r\n\r\n",
-        )
-        .unwrap();
-        let r = response_to(&bye, 200, "OK");
-        assert_eq!(r.status(), Some(200));
-        assert_eq!(r.headers.len(), 5);
-        assert_eq!(r.cseq(), Some((5, "BYE")));
+    fn with_tag_replaces_or_removes_only_the_header_tag() {
+        assert_eq!(
+            with_tag("<sip:a@b;tag=uri>;tag=old;x=1", Some("new")),
+            "<sip:a@b;tag=uri>;x=1;tag=new"
+        );
+        assert_eq!(with_tag("<sip:a@b>", Some("t")), "<sip:a@b>;tag=t");
+        assert_eq!(
+            with_tag("\"A\" <sip:a@b;tag=uri>;tag=old;x=1", None),
+            "\"A\" <sip:a@b;tag=uri>;x=1"
+        );
+        // An addr-spec without brackets: everything after the URI is a header parameter.
+        assert_eq!(with_tag("sip:a@b;tag=old", Some("new")), "sip:a@b;tag=new");
+        assert_eq!(with_tag("sip:a@b;tag=old", None), "sip:a@b");
     }
 }

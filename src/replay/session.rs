@@ -16,11 +16,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
-use super::plan::{Plan, PlannedRtp};
-use super::rewrite::{self, Identity};
-use super::sip::{self, SipMessage};
+use super::plan::{self, Plan, PlannedRtp};
+use super::rewrite::{self, Identity, branch};
 use super::timer::{GIVE_UP, Retransmit};
 use super::{ReplayError, ReplayOptions, ReplayReport, Transport};
+use crate::sip::Message;
+use crate::sip::message::{self, Framed};
 
 /// Large enough for any UDP datagram.
 const RECV_BUFFER: usize = 65_535;
@@ -29,7 +30,7 @@ fn now() -> Instant {
     Instant::from_std(crate::clock::now())
 }
 
-fn is_2xx(m: &SipMessage) -> bool {
+fn is_2xx(m: &Message) -> bool {
     m.status().is_some_and(|s| (200..300).contains(&s))
 }
 
@@ -68,10 +69,7 @@ pub async fn replay(plan: Plan, opts: &ReplayOptions) -> Result<ReplayReport, Re
             answered_ports: vec![],
         });
     }
-    id.to_tag = answer
-        .header("to")
-        .and_then(|to| sip::param(to, "tag"))
-        .map(str::to_string);
+    id.to_tag = answer.tag("To").map(str::to_string);
     sig.ack(&invite, &answer, &id).await?;
     let dests = destinations(&answer, opts.target.ip(), plan.streams);
     let answered_ports: Vec<u16> = dests.iter().map(|d| d.map_or(0, |a| a.port())).collect();
@@ -90,7 +88,7 @@ pub async fn replay(plan: Plan, opts: &ReplayOptions) -> Result<ReplayReport, Re
 
     let mut bye_status = None;
     let invite_cseq = invite.cseq().map_or(1, |(n, _)| n);
-    let mut pending: Vec<(Duration, SipMessage)> = requests.map(|r| (r.at, r.message)).collect();
+    let mut pending: Vec<(Duration, Message)> = requests.map(|r| (r.at, r.message)).collect();
     if !pending.iter().any(|(_, m)| m.method() == Some("BYE")) {
         // A capture cut before the hang-up still ends with one, right after the last media.
         let max_cseq = pending
@@ -104,7 +102,7 @@ pub async fn replay(plan: Plan, opts: &ReplayOptions) -> Result<ReplayReport, Re
             .max(pending.last().map_or(Duration::ZERO, |(t, _)| *t));
         pending.push((
             after + Duration::from_millis(20),
-            bye_from(&first.message, max_cseq + 1),
+            rewrite::bye(&first.message, max_cseq + 1),
         ));
     }
     for (offset, captured) in pending {
@@ -127,7 +125,7 @@ pub async fn replay(plan: Plan, opts: &ReplayOptions) -> Result<ReplayReport, Re
                         status,
                         "gateway refused a re-INVITE; media continues as before"
                     );
-                } else if resp.has_sdp() {
+                } else if plan::sdp_of(&resp).is_some() {
                     // The receiver is gone only once the replay itself is done.
                     let _ = dest_tx.send(destinations(&resp, opts.target.ip(), ports.len()));
                 }
@@ -165,41 +163,18 @@ async fn join_rtp(task: JoinHandle<u64>) -> u64 {
     })
 }
 
-/// A BYE in the INVITE's dialog, for captures that end before the SRC hung up.
-fn bye_from(invite: &SipMessage, cseq: u32) -> SipMessage {
-    let ruri = invite.start_line.split(' ').nth(1).unwrap_or("sip:invalid");
-    let keep = [
-        "via",
-        "max-forwards",
-        "from",
-        "to",
-        "call-id",
-        "contact",
-        "route",
-    ];
-    let headers = keep
-        .iter()
-        .flat_map(|h| invite.headers_named(h).cloned())
-        .collect();
-    let mut bye = SipMessage {
-        start_line: format!("BYE {ruri} SIP/2.0"),
-        headers,
-        body: Vec::new(),
-    };
-    bye.set_header("cseq", format!("{cseq} BYE"));
-    bye
-}
-
 /// Where each m-line's RTP goes per the gateway's answer: its `c=` address (the gateway's own
 /// address when the answer names none) and port. Port 0 or a `0.0.0.0` hold address (RFC 3264
 /// §8.4) means nothing is sent for that stream.
-fn destinations(answer: &SipMessage, gateway: IpAddr, streams: usize) -> Vec<Option<SocketAddr>> {
-    let media = answer.sdp().map(sip::media_lines).unwrap_or_default();
+fn destinations(answer: &Message, gateway: IpAddr, streams: usize) -> Vec<Option<SocketAddr>> {
+    let Some(sdp) = plan::sdp_of(answer) else {
+        return vec![None; streams];
+    };
     (0..streams)
         .map(|k| {
-            let ml = media.get(k)?;
-            let ip = ml.addr.unwrap_or(gateway);
-            (ml.port != 0 && !ip.is_unspecified()).then(|| SocketAddr::new(ip, ml.port))
+            let md = sdp.media.get(k)?;
+            let ip = md.connection_or(&sdp).unwrap_or(gateway);
+            (md.port != 0 && !ip.is_unspecified()).then(|| SocketAddr::new(ip, md.port))
         })
         .collect()
 }
@@ -240,11 +215,11 @@ enum Writer {
 /// The SIP connection to the gateway, with its reader task.
 struct Signalling {
     writer: Writer,
-    inbox: mpsc::Receiver<SipMessage>,
+    inbox: mpsc::Receiver<Message>,
     reader: JoinHandle<()>,
     local: SocketAddr,
     /// The last 2xx ACK, re-sent when the gateway retransmits its 2xx (RFC 3261 §13.2.2.4).
-    last_ack: Option<(u32, SipMessage)>,
+    last_ack: Option<(u32, Message)>,
 }
 
 impl Drop for Signalling {
@@ -254,7 +229,7 @@ impl Drop for Signalling {
 }
 
 enum Event {
-    Message(Option<SipMessage>),
+    Message(Option<Message>),
     Timer,
 }
 
@@ -296,7 +271,7 @@ impl Signalling {
         })
     }
 
-    async fn send(&mut self, msg: &SipMessage) -> Result<(), ReplayError> {
+    async fn send(&mut self, msg: &Message) -> Result<(), ReplayError> {
         let bytes = msg.to_bytes();
         match &mut self.writer {
             Writer::Udp(s) => {
@@ -309,8 +284,8 @@ impl Signalling {
 
     async fn ack(
         &mut self,
-        invite: &SipMessage,
-        response: &SipMessage,
+        invite: &Message,
+        response: &Message,
         id: &Identity,
     ) -> Result<(), ReplayError> {
         let ack = rewrite::ack(invite, response, id);
@@ -329,9 +304,9 @@ impl Signalling {
     }
 
     /// Sends `request` and waits for its final response, retransmitting over UDP.
-    async fn transact(&mut self, request: &SipMessage) -> Result<SipMessage, ReplayError> {
+    async fn transact(&mut self, request: &Message) -> Result<Message, ReplayError> {
         let method = request.method().unwrap_or_default().to_string();
-        let branch = request.top_via_branch().map(str::to_string);
+        let our_branch = branch(request).map(str::to_string);
         let reliable = matches!(self.writer, Writer::Tcp(_));
         let mut timer = Retransmit::new(method == "INVITE", reliable);
         let start = now();
@@ -340,9 +315,9 @@ impl Signalling {
             let deadline = start + timer.next().unwrap_or(GIVE_UP);
             match self.next_event(deadline).await {
                 Event::Message(None) => return Err(ReplayError::Closed),
-                Event::Message(Some(m)) if m.is_request() => self.answer_request(&m).await?,
+                Event::Message(Some(m)) if m.method().is_some() => self.answer_request(&m).await?,
                 Event::Message(Some(m)) => {
-                    let ours = m.top_via_branch().map(str::to_string) == branch
+                    let ours = branch(&m) == our_branch.as_deref()
                         && m.cseq().is_some_and(|(_, meth)| meth == method);
                     match m.status() {
                         Some(s) if ours && s < 200 => timer.provisional(),
@@ -369,14 +344,14 @@ impl Signalling {
             match self.next_event(deadline).await {
                 Event::Timer => return Ok(()),
                 Event::Message(None) => return Err(ReplayError::Closed),
-                Event::Message(Some(m)) if m.is_request() => self.answer_request(&m).await?,
+                Event::Message(Some(m)) if m.method().is_some() => self.answer_request(&m).await?,
                 Event::Message(Some(m)) => self.stray_response(&m).await?,
             }
         }
     }
 
     /// A retransmitted 2xx to the INVITE means our ACK was lost: send it again.
-    async fn stray_response(&mut self, m: &SipMessage) -> Result<(), ReplayError> {
+    async fn stray_response(&mut self, m: &Message) -> Result<(), ReplayError> {
         let retransmitted_2xx = is_2xx(m)
             && m.cseq().is_some_and(|(n, meth)| {
                 meth == "INVITE" && self.last_ack.as_ref().is_some_and(|(c, _)| *c == n)
@@ -388,29 +363,26 @@ impl Signalling {
     }
 
     /// Requests from the gateway: BYE ends the replay, OPTIONS is answered, the rest refused.
-    async fn answer_request(&mut self, m: &SipMessage) -> Result<(), ReplayError> {
+    async fn answer_request(&mut self, m: &Message) -> Result<(), ReplayError> {
         match m.method() {
             Some("ACK") => Ok(()),
             Some("BYE") => {
-                self.send(&rewrite::response_to(m, 200, "OK")).await?;
+                self.send(&m.response(200, "OK", None)).await?;
                 tracing::warn!("gateway ended the session");
                 Err(ReplayError::GatewayBye)
             }
-            Some("OPTIONS") => self.send(&rewrite::response_to(m, 200, "OK")).await,
-            _ => {
-                self.send(&rewrite::response_to(m, 501, "Not Implemented"))
-                    .await
-            }
+            Some("OPTIONS") => self.send(&m.response(200, "OK", None)).await,
+            _ => self.send(&m.response(501, "Not Implemented", None)).await,
         }
     }
 }
 
-async fn read_udp(socket: Arc<UdpSocket>, tx: mpsc::Sender<SipMessage>) {
+async fn read_udp(socket: Arc<UdpSocket>, tx: mpsc::Sender<Message>) {
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
         match socket.recv(&mut buf).await {
             Ok(n) => {
-                if let Some(m) = SipMessage::parse(&buf[..n])
+                if let Ok(m) = Message::parse_unchecked(&buf[..n])
                     && tx.send(m).await.is_err()
                 {
                     return;
@@ -429,7 +401,7 @@ async fn read_udp(socket: Arc<UdpSocket>, tx: mpsc::Sender<SipMessage>) {
     }
 }
 
-async fn read_tcp(mut read: tokio::net::tcp::OwnedReadHalf, tx: mpsc::Sender<SipMessage>) {
+async fn read_tcp(mut read: tokio::net::tcp::OwnedReadHalf, tx: mpsc::Sender<Message>) {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; RECV_BUFFER];
     loop {
@@ -443,13 +415,21 @@ async fn read_tcp(mut read: tokio::net::tcp::OwnedReadHalf, tx: mpsc::Sender<Sip
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
-            let skip = sip::keepalive_len(&buf);
-            buf.drain(..skip);
-            let Some(len) = sip::frame_len(&buf).filter(|&l| l > 0) else {
-                break;
+            let len = match message::frame(&buf) {
+                Ok(Some(Framed::KeepAlive(n))) => {
+                    buf.drain(..n);
+                    continue;
+                }
+                Ok(Some(Framed::Message(n))) => n,
+                Ok(None) => break,
+                Err(e) => {
+                    // Without framing nothing further on the connection can be read.
+                    tracing::warn!(error = %e, "unframeable SIP from the gateway");
+                    return;
+                }
             };
             let frame: Vec<u8> = buf.drain(..len).collect();
-            if let Some(m) = SipMessage::parse(&frame)
+            if let Ok(m) = Message::parse_unchecked(&frame)
                 && tx.send(m).await.is_err()
             {
                 return;
@@ -464,7 +444,7 @@ mod tests {
 
     #[test]
     fn answer_ports_map_to_mlines_with_refused_and_held_streams_skipped() {
-        let answer = SipMessage::parse(
+        let answer = Message::parse_unchecked(
             b"SIP/2.0 200 OK\r\nContent-Type: application/sdp\r\n\r\n\
               v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\nm=audio 0 RTP/AVP 0\r\n\
               m=audio 4004 RTP/AVP 0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4006 RTP/AVP 0\r\nc=IN IP4 192.0.2.9\r\n",
@@ -484,16 +464,25 @@ mod tests {
     }
 
     #[test]
-    fn generated_bye_stays_in_the_invite_dialog() {
-        let invite = SipMessage::parse(
-            b"INVITE sip:srs@x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a>;tag=1\r\nTo: <sip:srs@x>\r\n\
-              Call-ID: c\r\nCSeq: 10 INVITE\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n",
+    fn answer_without_sdp_sends_no_media() {
+        let answer = Message::parse_unchecked(b"SIP/2.0 200 OK\r\nCSeq: 1 INVITE\r\n\r\n").unwrap();
+        assert_eq!(
+            destinations(&answer, "198.51.100.1".parse().unwrap(), 2),
+            [None, None]
+        );
+    }
+
+    #[test]
+    fn response_to_gateway_bye_copies_the_dialog_headers() {
+        let bye = Message::parse(
+            b"BYE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP gw;branch=z9hG4bK1\r\nf: <sip:g>;tag=1\r\nTo: <sip:s>;tag=2\r\nCall-ID: c\r\nCSeq: 5 BYE\r\nMax-Forwards: 70\r\n\r\n",
         )
         .unwrap();
-        let bye = bye_from(&invite, 11);
-        assert_eq!(bye.method(), Some("BYE"));
-        assert_eq!(bye.cseq(), Some((11, "BYE")));
-        assert_eq!(bye.call_id(), Some("c"));
-        assert!(bye.body.is_empty() && bye.header("content-type").is_none());
+        let r = bye.response(200, "OK", None);
+        assert_eq!(r.status(), Some(200));
+        assert_eq!(r.headers.len(), 5);
+        assert_eq!(r.cseq(), Some((5, "BYE")));
+        assert_eq!(branch(&r), Some("z9hG4bK1"));
+        assert_eq!(r.tag("To"), Some("2"));
     }
 }

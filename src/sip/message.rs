@@ -252,6 +252,14 @@ impl Message {
         }
     }
 
+    /// The Request-URI (`None` for responses).
+    pub fn request_uri(&self) -> Option<&str> {
+        match &self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match &self.start {
             StartLine::Response { code, .. } => Some(*code),
@@ -328,6 +336,22 @@ impl Message {
 
     pub fn push_header(&mut self, name: &str, value: impl Into<String>) {
         self.headers.push((name.to_string(), value.into()));
+    }
+
+    /// Leaves exactly one `name` header (compact forms match), carrying `value`: the first one
+    /// keeps its place and spelling and any later ones are removed; appended when there is none.
+    pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
+        let Some(first) = self.headers.iter().position(|(n, _)| header_is(n, name)) else {
+            self.push_header(name, value);
+            return;
+        };
+        self.headers[first].1 = value.into();
+        let mut index = 0;
+        self.headers.retain(|(n, _)| {
+            let keep = index <= first || !header_is(n, name);
+            index += 1;
+            keep
+        });
     }
 }
 
@@ -555,6 +579,45 @@ l: 4\r\n\r\nv=0\r\nEXTRA";
         assert_eq!(name_addr_display("\"Bob\" <sip:bob@x>;tag=1"), Some("Bob"));
         assert_eq!(split_host_port("[2001:db8::1]:5060"), Some(("2001:db8::1", Some(5060))));
         assert_eq!(split_host_port("host"), Some(("host", None)));
+    }
+
+    #[test]
+    fn request_uri_is_read_from_requests_only() {
+        let m = Message::parse(INVITE.as_bytes()).unwrap();
+        assert_eq!(m.request_uri(), Some("sip:srs@192.0.2.10:5060"));
+        assert_eq!(m.response(200, "OK", None).request_uri(), None);
+    }
+
+    #[test]
+    fn set_header_keeps_one_field_in_place_of_the_first() {
+        let mut m = Message::parse(INVITE.as_bytes()).unwrap();
+        m.push_header("Via", "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK-2");
+        m.set_header("Via", "SIP/2.0/TCP 192.0.2.5;branch=z9hG4bK-3");
+        let vias: Vec<_> = m.headers.iter().filter(|(n, _)| header_is(n, "Via")).collect();
+        assert_eq!(vias.len(), 1);
+        assert_eq!(m.headers[0], ("v".to_string(), "SIP/2.0/TCP 192.0.2.5;branch=z9hG4bK-3".to_string()));
+        m.set_header("Call-ID", "other");
+        assert_eq!(m.call_id(), "other");
+        assert_eq!(m.headers.len(), 9, "replaced, not added");
+        m.set_header("Contact", "<sip:src@192.0.2.5>");
+        assert_eq!(m.headers.last().map(|(n, v)| (n.as_str(), v.as_str())), Some(("Contact", "<sip:src@192.0.2.5>")));
+    }
+
+    #[test]
+    fn to_bytes_after_a_body_change_frames_to_the_new_length() {
+        let mut m = Message::parse(INVITE.as_bytes()).unwrap();
+        m.body.extend_from_slice(b"more");
+        let bytes = m.to_bytes();
+        assert_eq!(frame(&bytes), Ok(Some(Framed::Message(bytes.len()))));
+        assert_eq!(frame(&bytes[..bytes.len() - 1]), Ok(None));
+        assert_eq!(Message::parse(&bytes).unwrap().body, b"v=0\rmore");
+    }
+
+    #[test]
+    fn rtp_and_text_that_is_not_sip_are_rejected() {
+        let rtp = [0x80, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 1, b'\n', b'\n'];
+        assert!(Message::parse_unchecked(&rtp).is_err());
+        assert_eq!(Message::parse_unchecked(b"hello world\r\n\r\n"), Err(ParseError::BadStartLine));
     }
 
     #[test]
