@@ -326,7 +326,6 @@ impl Worker {
                     Outcome::Delivered { call_id: Some(id) } => id.as_str(),
                     _ => "",
                 };
-                tracing::info!(recording = %name, session_id = %session_id, call_id, "recording delivered");
                 let spool = self.spool.clone();
                 let removed = tokio::task::spawn_blocking(move || spool.remove_pending(&entry.name)).await;
                 if let Some(e) = removed
@@ -337,6 +336,7 @@ impl Worker {
                     tracing::error!(recording = %name, error = %e,
                         "delivered, but it could not be removed from pending/ and will be sent again on the next start");
                 }
+                tracing::info!(recording = %name, session_id = %session_id, call_id, "recording delivered");
                 self.stats.send_modify(|s| s.delivered += 1);
             }
             Decision::RetryAt(at) => {

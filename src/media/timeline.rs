@@ -135,6 +135,11 @@ impl Timeline {
             }
     }
 
+    /// Frames from the start of the timeline to `t`.
+    pub fn frames_at(&self, t: Instant) -> u64 {
+        self.position_of(t) as u64
+    }
+
     fn position_of(&self, t: Instant) -> i64 {
         samples(t.saturating_duration_since(self.t0), self.rate)
     }

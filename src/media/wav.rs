@@ -105,6 +105,23 @@ impl<W: Write + Seek> WavWriter<W> {
         Ok(())
     }
 
+    /// Cuts the recording back to its first `frames` frames (a call whose end lies before what
+    /// was already written, e.g. one ended at its last packet by the RTP timeout). Later writes
+    /// continue from there; the caller truncates the file to [`WavWriter::len_bytes`].
+    pub fn truncate_frames(&mut self, frames: u64) -> Result<(), WavError> {
+        let bytes = frames * u64::from(self.channels) * 2;
+        if bytes < self.data_bytes {
+            self.data_bytes = bytes;
+            self.inner.seek(SeekFrom::Start(self.header_len + bytes))?;
+        }
+        Ok(())
+    }
+
+    /// Length of the file as it should be: header plus data.
+    pub fn len_bytes(&self) -> u64 {
+        self.header_len + self.data_bytes
+    }
+
     /// Rewrites the header with the current sizes and flushes, so the file on disk is a valid WAV.
     pub fn checkpoint(&mut self) -> Result<(), WavError> {
         self.inner.seek(SeekFrom::Start(0))?;
@@ -154,6 +171,21 @@ mod tests {
         assert_eq!(r.duration(), 2);
         let s: Vec<i16> = r.samples::<i16>().map(Result::unwrap).collect();
         assert_eq!(s, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn truncate_cuts_back_to_the_given_frame() {
+        let mut w = WavWriter::new(Cursor::new(Vec::new()), 2, 8000).unwrap();
+        w.write_interleaved(&[1, 1, 2, 2, 3, 3, 4, 4]).unwrap();
+        w.truncate_frames(2).unwrap();
+        assert_eq!(w.frames(), 2);
+        let len = w.len_bytes() as usize;
+        let mut bytes = w.finish().unwrap().into_inner();
+        bytes.truncate(len);
+        let mut r = hound::WavReader::new(Cursor::new(bytes)).unwrap();
+        assert_eq!(r.duration(), 2);
+        let s: Vec<i16> = r.samples::<i16>().map(Result::unwrap).collect();
+        assert_eq!(s, vec![1, 1, 2, 2]);
     }
 
     #[test]

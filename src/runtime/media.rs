@@ -275,13 +275,25 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
 /// Writes the rest of the timeline up to `end`, closes the WAV and syncs it to disk.
 fn finish(call: &mut Call, end: Instant) -> CallResult {
     let mut error = call.error.take();
+    let mut frames = call.timeline.frames_written();
     if let Some(mut w) = call.wav.take() {
-        let r = call.timeline.finish(end, |chunk| w.write_interleaved(chunk)).and_then(|_| w.finish());
-        match r {
+        // The end may lie before what the tick already wrote (an RTP timeout ends the call at
+        // its last packet): cut back, so the file is exactly end − t0 long.
+        let end_frames = call.timeline.frames_at(end);
+        let r = if end_frames < w.frames() {
+            frames = end_frames;
+            w.truncate_frames(end_frames)
+        } else {
+            let r = call.timeline.finish(end, |chunk| w.write_interleaved(chunk));
+            frames = call.timeline.frames_written();
+            r
+        };
+        let len = w.len_bytes();
+        match r.and_then(|_| w.finish()) {
             Ok(buf) => match buf.into_inner() {
                 Ok(file) => {
-                    if let Err(e) = file.sync_all() {
-                        error = Some(format!("fsync: {e}"));
+                    if let Err(e) = file.set_len(len).and_then(|_| file.sync_all()) {
+                        error = Some(format!("truncate/fsync: {e}"));
                     }
                 }
                 Err(e) => error = Some(format!("flush: {}", e.error())),
@@ -290,5 +302,5 @@ fn finish(call: &mut Call, end: Instant) -> CallResult {
         }
     }
     let stats = (0..call.timeline.channels()).filter_map(|c| call.timeline.stats(c)).collect();
-    CallResult { stats, frames: call.timeline.frames_written(), error }
+    CallResult { stats, frames, error }
 }

@@ -1,0 +1,129 @@
+//! The real gateway binary delivering to Tethr: `[tethr]` points at the in-test stand-in
+//! (real HTTP, API contract checked on every request), a capture is replayed against the
+//! gateway, and the stand-in must end up with exactly one valid upload of it.
+
+mod support;
+
+use std::time::Duration;
+
+use support::audio::Wav;
+use support::gateway::{self, Gateway, log_field};
+use support::tethr::{Behaviour, TethrStandIn};
+
+/// A guard against hanging; every wait ends earlier when things work.
+const WAIT: Duration = Duration::from_secs(30);
+const CAPTURE: &str = "siprec-2stream-udp.pcap";
+
+/// `[tethr]` for the stand-in, with a short first retry delay.
+fn tethr_config(standin: &TethrStandIn, behaviour: &Behaviour) -> String {
+    format!(
+        "[tethr]\nurl = {:?}\nclient_id = {:?}\nclient_secret = {:?}\nretry_initial = \"200ms\"\n",
+        standin.url(),
+        behaviour.client_id,
+        behaviour.client_secret
+    )
+}
+
+/// Starts a gateway delivering to the stand-in, replays the UDP capture against it and waits
+/// until the gateway reports the recording delivered. Returns the gateway and the Call-ID.
+async fn replay_and_deliver(config: String) -> (Gateway, String) {
+    tokio::task::spawn_blocking(move || {
+        let gw = Gateway::start(&config);
+        gateway::replay(CAPTURE, gw.udp_addr(), false);
+        let bye = gw.wait_for_log("BYE from the SRC", WAIT);
+        let call_id = log_field(&bye, "call_id")
+            .expect("call_id in the BYE log line")
+            .to_owned();
+        gw.wait_for_log("recording delivered", WAIT);
+        (gw, call_id)
+    })
+    .await
+    .expect("harness thread")
+}
+
+/// Stops the gateway (SIGTERM, nothing active) and checks it left nothing behind.
+async fn stop_and_check_spool(gw: Gateway) -> Gateway {
+    tokio::task::spawn_blocking(move || {
+        let mut gw = gw;
+        gw.sigterm();
+        let status = gw.wait_exit(WAIT);
+        assert!(status.success(), "gateway exited with {status}");
+        let left = Gateway::files_under(&gw.spool_dir());
+        assert!(
+            left.is_empty(),
+            "spool should be empty after delivery: {left:?}"
+        );
+        assert!(
+            Gateway::files_under(&gw.output_dir()).is_empty(),
+            "the Tethr sink writes no local files"
+        );
+        gw
+    })
+    .await
+    .expect("harness thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_call_is_uploaded_once_and_the_spool_emptied() {
+    let behaviour = Behaviour::default();
+    let standin = TethrStandIn::start(behaviour.clone()).await;
+    let (gw, call_id) = replay_and_deliver(tethr_config(&standin, &behaviour)).await;
+    tokio::time::timeout(WAIT, standin.wait_for_uploads(1))
+        .await
+        .expect("an upload");
+    let gw = stop_and_check_spool(gw).await;
+
+    assert_eq!(
+        standin.rejections(),
+        Vec::<String>::new(),
+        "contract violations"
+    );
+    let uploads = standin.uploads();
+    assert_eq!(uploads.len(), 1, "exactly one upload");
+    assert_eq!(standin.archive_requests(), 1, "no extra archive requests");
+    let upload = &uploads[0];
+    assert_eq!(upload.info["sessionId"], call_id.as_str());
+    let wav = Wav::from_bytes(&upload.wav);
+    assert_eq!(wav.channels.len(), 2);
+    wav.channel(0).assert_tone(
+        "uploaded channel 0",
+        440.0,
+        12000.0 / std::f64::consts::SQRT_2,
+        0.1,
+        7.0,
+    );
+    let delivered = gw.wait_for_log("recording delivered", WAIT);
+    assert_eq!(
+        log_field(&delivered, "call_id"),
+        Some(upload.call_id.as_str()),
+        "Tethr's callId is logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_answered_503_is_retried_and_delivered_once() {
+    let behaviour = Behaviour::with_canned([503]);
+    let standin = TethrStandIn::start(behaviour.clone()).await;
+    let (gw, call_id) = replay_and_deliver(tethr_config(&standin, &behaviour)).await;
+    tokio::time::timeout(WAIT, standin.wait_for_uploads(1))
+        .await
+        .expect("an upload");
+    let gw = stop_and_check_spool(gw).await;
+
+    assert_eq!(
+        standin.rejections(),
+        Vec::<String>::new(),
+        "contract violations"
+    );
+    assert_eq!(standin.archive_requests(), 2, "the 503 and the retry");
+    let uploads = standin.uploads();
+    assert_eq!(uploads.len(), 1, "exactly one accepted upload");
+    assert_eq!(uploads[0].info["sessionId"], call_id.as_str());
+    let log = gw.log();
+    assert_eq!(
+        log.matches("delivery failed; will retry").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("recording delivered").count(), 1, "{log}");
+}
