@@ -105,10 +105,8 @@ pub fn file_name(session_id: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
         .collect();
-    match s.as_str() {
-        "" | "." | ".." => format!("_{s}"),
-        _ => s,
-    }
+    // The spool refuses names that are empty or start with a dot (hidden, `..`).
+    if s.is_empty() || s.starts_with('.') { format!("_{s}") } else { s }
 }
 
 /// The INVITE headers `patterns` select, under the names as received, in order.
@@ -119,6 +117,23 @@ pub fn carried_headers(request: &Message, patterns: &[String]) -> Vec<(String, S
         .filter(|(n, _)| patterns.iter().any(|p| header_pattern_matches(p, n)))
         .cloned()
         .collect()
+}
+
+/// What the gateway knows about a call when it starts recording, written next to the audio as
+/// `call.json` so that a recording cut short by a crash can still be finalized with its `info`
+/// (the offer is kept as received and parsed again; metadata updates are appended).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallRecord {
+    pub session_id: String,
+    /// Wall time of the 200 OK (the WAV's first sample), milliseconds since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// The INVITE's Content-Type and body.
+    pub offer_content_type: Option<String>,
+    pub offer_body: String,
+    /// Metadata bodies that arrived later (re-INVITE, UPDATE), as (Content-Type, body).
+    #[serde(default)]
+    pub updates: Vec<(Option<String>, String)>,
+    pub sip_headers: Vec<(String, String)>,
 }
 
 /// Why a recording ended, as reported in `metaData.gateway.endReason`.
@@ -132,6 +147,8 @@ pub enum EndReason {
     Shutdown,
     /// Our 2xx was never acknowledged.
     NoAck,
+    /// The gateway stopped while recording (found in the spool at the next start).
+    Interrupted,
 }
 
 impl EndReason {
@@ -141,6 +158,7 @@ impl EndReason {
             EndReason::RtpTimeout => "rtp-timeout",
             EndReason::Shutdown => "shutdown",
             EndReason::NoAck => "no-ack",
+            EndReason::Interrupted => "interrupted",
         }
     }
 }
@@ -172,6 +190,8 @@ pub struct Session {
     pub sip_headers: Vec<(String, String)>,
     pub notes: Vec<String>,
     pub phase: Phase,
+    /// What `call.json` holds.
+    pub record: CallRecord,
 }
 
 impl Session {
@@ -223,7 +243,7 @@ m=audio 10004 RTP/AVP 8\r\na=label:2\r\na=sendonly\r\n";
     #[test]
     fn file_names_are_safe() {
         assert_eq!(file_name("a1b2@192.0.2.1"), "a1b2_192.0.2.1");
-        assert_eq!(file_name("../etc/passwd"), ".._etc_passwd");
+        assert_eq!(file_name("../etc/passwd"), "_.._etc_passwd");
         assert_eq!(file_name(".."), "_..");
         assert_eq!(file_name("ok-1_2.x"), "ok-1_2.x");
     }

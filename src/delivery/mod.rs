@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use crate::clock;
 use policy::{Attempts, Backoff, Decision, Outcome};
 use spool::FailureRecord;
-pub use spool::{AUDIO_FILE, ERROR_FILE, INFO_FILE, Spool, SpoolError};
+pub use spool::{AUDIO_FILE, CALL_FILE, DeliveryState, ERROR_FILE, INFO_FILE, STATE_FILE, Spool, SpoolError};
 use tethr::TethrClient;
 pub use tethr::{Secret, TethrError, TethrSettings};
 

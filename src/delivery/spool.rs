@@ -23,6 +23,25 @@ pub const AUDIO_FILE: &str = "audio.wav";
 pub const INFO_FILE: &str = "info.json";
 /// Why a recording was refused, inside `failed/<name>/`.
 pub const ERROR_FILE: &str = "error.json";
+/// The call's facts for crash recovery (`session::CallRecord`), inside `active/<name>/`.
+pub const CALL_FILE: &str = "call.json";
+/// Delivery progress (attempts, last error, next attempt), inside `pending/<name>/`.
+pub const STATE_FILE: &str = "state.json";
+
+/// The contents of `pending/<name>/state.json`: what delivery has tried so far, so that
+/// `spool list` can say why a recording has not arrived and a restart keeps the count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DeliveryState {
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// ISO-8601 UTC of the first and the latest attempt.
+    pub first_attempt: Option<String>,
+    pub last_attempt: Option<String>,
+    /// Why the latest attempt failed.
+    pub last_error: Option<String>,
+    /// ISO-8601 UTC of the next attempt, when one is scheduled.
+    pub next_attempt: Option<String>,
+}
 
 /// An error from a spool operation.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +144,27 @@ impl Spool {
         sync_dir(&self.root.join("active"))?;
         sync_dir(&self.root.join("pending"))?;
         Ok(pending)
+    }
+
+    /// Writes `file` into `active/<name>/` durably (used for `call.json`).
+    pub fn write_active(&self, name: &str, file: &str, bytes: &[u8]) -> Result<(), SpoolError> {
+        check_name(name)?;
+        write_durably(&self.active_dir(name), file, bytes)
+    }
+
+    /// Writes a pending recording's `state.json` durably.
+    pub fn write_state(&self, name: &str, state: &DeliveryState) -> Result<(), SpoolError> {
+        check_name(name)?;
+        // Serialising a struct of strings and integers cannot fail.
+        let json = serde_json::to_vec_pretty(state).expect("DeliveryState serialises");
+        write_durably(&self.pending_dir(name), STATE_FILE, &json)
+    }
+
+    /// A pending recording's `state.json`, if it has one that parses.
+    pub fn read_state(&self, name: &str) -> Option<DeliveryState> {
+        check_name(name).ok()?;
+        let bytes = fs::read(self.pending_dir(name).join(STATE_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Names of the recordings in `pending/`, oldest first (by directory modification time,

@@ -297,8 +297,15 @@ impl Signalling {
             }
             Event::InDialog { dialog, request } => {
                 let md = in_dialog_metadata(&request, self.limits());
+                if matches!(md, MetadataOutcome::Absent) {
+                    return;
+                }
                 if let Some(live) = self.sessions.get_mut(&dialog) {
-                    live.session.update_metadata(md);
+                    let s = &mut live.session;
+                    s.record.updates.push((request.header("Content-Type").map(str::to_string), String::from_utf8_lossy(&request.body).into_owned()));
+                    s.update_metadata(md);
+                    let (name, record) = (s.name.clone(), s.record.clone());
+                    self.save_record(&name, &record);
                 }
             }
             Event::AckTimeout { dialog } => {
@@ -438,6 +445,21 @@ impl Signalling {
         })));
         let labels: Vec<&str> = plans.iter().map(|p| p.label.as_deref().unwrap_or("-")).collect();
         info!(session = %name, streams = plans.len(), labels = ?labels, ports = ?ports, remote = %peer.remote, "recording started");
+        let start_unix_ms = self
+            .epoch
+            .wall_of(t0)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let sip_headers = session::carried_headers(request, &self.config.metadata.carry_headers);
+        let record = session::CallRecord {
+            session_id: call_id.clone(),
+            start_unix_ms,
+            offer_content_type: request.header("Content-Type").map(str::to_string),
+            offer_body: String::from_utf8_lossy(&request.body).into_owned(),
+            updates: Vec::new(),
+            sip_headers: sip_headers.clone(),
+        };
+        self.save_record(&name, &record);
         let session = Session {
             session_id: call_id,
             name,
@@ -448,12 +470,24 @@ impl Signalling {
             answer_id,
             last_answer: sdp_answer,
             metadata: offer.metadata,
-            sip_headers: session::carried_headers(request, &self.config.metadata.carry_headers),
+            sip_headers,
             notes: Vec::new(),
             phase: Phase::Answered,
+            record,
         };
         self.keys.insert(key, dialog.clone());
         self.sessions.insert(dialog, Live { key, session });
+    }
+
+    /// Writes the call's `call.json` (off the signalling task: it fsyncs).
+    fn save_record(&self, name: &str, record: &session::CallRecord) {
+        let Ok(bytes) = serde_json::to_vec_pretty(record) else { return };
+        let (spool, name) = (self.spool.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = spool.write_active(&name, delivery::CALL_FILE, &bytes) {
+                warn!(error = %e, "cannot write call.json; a crash during this call would lose its info");
+            }
+        });
     }
 
     /// Binds an RTP socket on an even port and RTCP on the next one.
@@ -501,6 +535,12 @@ impl Signalling {
                 return self.refuse(tx, r.code, r.reason, Vec::new());
             }
         };
+        if !matches!(offer.metadata, MetadataOutcome::Absent) {
+            s.record.updates.push((request.header("Content-Type").map(str::to_string), String::from_utf8_lossy(&request.body).into_owned()));
+            let (name, record) = (s.name.clone(), s.record.clone());
+            self.save_record(&name, &record);
+        }
+        let Some(s) = self.sessions.get_mut(dialog).map(|l| &mut l.session) else { return };
         s.update_metadata(offer.metadata);
         // Same ports for the m-lines we record; changes of codec, new m-lines and hold are the
         // media issue's (new m-lines are refused with port 0 for now).
