@@ -112,11 +112,15 @@ impl Default for OutputConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SpoolConfig {
     pub dir: PathBuf,
+    /// Free space (bytes) below which new INVITEs get 503; 0 = no floor. Written as a size:
+    /// `"1GiB"`, `"500MiB"`, `"0"`.
+    #[serde(deserialize_with = "de_size")]
+    pub min_free: u64,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        SpoolConfig { dir: PathBuf::from("./spool") }
+        SpoolConfig { dir: PathBuf::from("./spool"), min_free: 1 << 30 }
     }
 }
 
@@ -127,13 +131,42 @@ pub struct TethrConfig {
     pub url: String,
     pub client_id: String,
     pub client_secret: Option<String>,
+    /// Watched for changes (every 10 s): a rotated secret is picked up without a restart.
     pub client_secret_file: Option<PathBuf>,
+    /// Timeout of one whole request (the upload included).
     #[serde(default = "default_upload_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
     #[serde(default = "default_retry_initial", deserialize_with = "de_duration")]
     pub retry_initial: Duration,
     #[serde(default = "default_retry_max", deserialize_with = "de_duration")]
     pub retry_max: Duration,
+    /// A recording not delivered this long after its first attempt goes to `failed/`; 0 = never.
+    #[serde(default = "default_max_age", deserialize_with = "de_duration")]
+    pub max_age: Duration,
+    /// Uploads in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// How long a delivered recording is kept in `spool/delivered/`; 0 = removed at once.
+    #[serde(default = "zero_duration", deserialize_with = "de_duration")]
+    pub retention: Duration,
+    /// HTTP proxy for all Tethr traffic (HTTPS goes through it with CONNECT).
+    pub proxy: Option<String>,
+    /// Extra trusted CA certificates (PEM), added to the system's roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// Interval of `/callCapture/v1/monitor` heartbeats; 0 = none.
+    #[serde(default = "default_heartbeat_interval", deserialize_with = "de_duration")]
+    pub heartbeat_interval: Duration,
+    /// `Name` in heartbeats; default: the host name.
+    pub instance_name: Option<String>,
+    /// Send only the calls Tethr's `/sources/v1/recordingSettings` allows.
+    #[serde(default)]
+    pub honour_recording_settings: bool,
+    #[serde(default = "default_recording_settings_interval", deserialize_with = "de_duration")]
+    pub recording_settings_interval: Duration,
+    /// Only recording settings with this `refType` apply (case-insensitive).
+    pub recording_settings_ref_type: Option<String>,
+    /// Only recording settings with this `source` apply (case-insensitive).
+    pub recording_settings_source: Option<String>,
 }
 
 impl fmt::Debug for TethrConfig {
@@ -144,6 +177,19 @@ impl fmt::Debug for TethrConfig {
             .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
             .field("client_secret_file", &self.client_secret_file)
             .field("timeout", &self.timeout)
+            .field("retry_initial", &self.retry_initial)
+            .field("retry_max", &self.retry_max)
+            .field("max_age", &self.max_age)
+            .field("concurrency", &self.concurrency)
+            .field("retention", &self.retention)
+            .field("proxy", &self.proxy)
+            .field("ca_bundle", &self.ca_bundle)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("instance_name", &self.instance_name)
+            .field("honour_recording_settings", &self.honour_recording_settings)
+            .field("recording_settings_interval", &self.recording_settings_interval)
+            .field("recording_settings_ref_type", &self.recording_settings_ref_type)
+            .field("recording_settings_source", &self.recording_settings_source)
             .finish()
     }
 }
@@ -155,6 +201,21 @@ fn default_retry_initial() -> Duration {
     Duration::from_secs(1)
 }
 fn default_retry_max() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+fn default_concurrency() -> usize {
+    2
+}
+fn zero_duration() -> Duration {
+    Duration::ZERO
+}
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_recording_settings_interval() -> Duration {
     Duration::from_secs(300)
 }
 
@@ -248,10 +309,10 @@ impl<'de> Deserialize<'de> for PortRange {
     }
 }
 
-/// Parses `"120s"`, `"60ms"`, `"5m"`, `"1h"`.
+/// Parses `"120s"`, `"60ms"`, `"5m"`, `"1h"`, `"7d"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("`{s}` needs a unit (ms, s, m, h)"))?;
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("`{s}` needs a unit (ms, s, m, h, d)"))?;
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration"))?;
     match unit.trim() {
@@ -259,12 +320,53 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        u => Err(format!("unknown unit `{u}` in `{s}` (ms, s, m, h)")),
+        "d" => Ok(Duration::from_secs(n * 86_400)),
+        u => Err(format!("unknown unit `{u}` in `{s}` (ms, s, m, h, d)")),
     }
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+/// Parses a size in bytes: `"0"`, `"4096"`, `"500MiB"`, `"2GiB"`, `"1.5GiB"`, `"10GB"`
+/// (B, KiB, MiB, GiB, TiB are powers of 1024; KB, MB, GB, TB powers of 1000; case-insensitive).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("`{s}` is not a size (e.g. \"500MiB\", \"2GiB\")"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        u => return Err(format!("unknown unit `{u}` in `{s}` (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+    };
+    let bytes = n * factor as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("`{s}` is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A size given as a string (`"1GiB"`) or a plain number of bytes.
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(n) => Ok(n),
+        Size::Text(t) => parse_size(&t).map_err(serde::de::Error::custom),
+    }
 }
 
 impl Config {
@@ -311,6 +413,39 @@ impl Config {
                     reason: "give client_secret or client_secret_file, not both".into(),
                 });
             }
+            if t.timeout.is_zero() {
+                return Err(ConfigError::Invalid { key: "tethr.timeout", reason: "must be more than 0".into() });
+            }
+            if t.retry_initial.is_zero() || t.retry_max < t.retry_initial {
+                return Err(ConfigError::Invalid {
+                    key: "tethr.retry_initial",
+                    reason: "must be more than 0 and at most retry_max".into(),
+                });
+            }
+            if t.concurrency == 0 {
+                return Err(ConfigError::Invalid { key: "tethr.concurrency", reason: "must be at least 1".into() });
+            }
+            if t.honour_recording_settings && t.recording_settings_interval.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key: "tethr.recording_settings_interval",
+                    reason: "must be more than 0".into(),
+                });
+            }
+            if let Some(p) = &t.proxy
+                && !(p.starts_with("http://") || p.starts_with("https://"))
+            {
+                return Err(ConfigError::Invalid { key: "tethr.proxy", reason: "must start with http:// or https://".into() });
+            }
+            if let Some(path) = &t.ca_bundle
+                && let Err(e) = std::fs::metadata(path)
+            {
+                return Err(ConfigError::Invalid { key: "tethr.ca_bundle", reason: format!("{}: {e}", path.display()) });
+            }
+            if let Some(name) = &t.instance_name
+                && name.trim().is_empty()
+            {
+                return Err(ConfigError::Invalid { key: "tethr.instance_name", reason: "must not be empty".into() });
+            }
             t.secret()?;
         }
         Ok(())
@@ -355,6 +490,20 @@ pub fn header_pattern_matches(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spool_min_free_takes_sizes() {
+        assert_eq!(Config::default().spool.min_free, 1 << 30);
+        let min_free = |v: &str| Config::from_toml(&format!("[spool]\nmin_free = {v}\n")).map(|c| c.spool.min_free);
+        assert_eq!(min_free("\"500MiB\"").unwrap(), 500 << 20);
+        assert_eq!(min_free("\"2GiB\"").unwrap(), 2 << 30);
+        assert_eq!(min_free("\"1.5 GiB\"").unwrap(), 3 << 29);
+        assert_eq!(min_free("\"10GB\"").unwrap(), 10_000_000_000);
+        assert_eq!(min_free("\"0\"").unwrap(), 0);
+        assert_eq!(min_free("4096").unwrap(), 4096);
+        let err = min_free("\"5 parsecs\"").unwrap_err().to_string();
+        assert!(err.contains("min_free") && err.contains("parsecs"), "{err}");
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

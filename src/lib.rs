@@ -7,6 +7,7 @@
 //! `runtime` module moves bytes and timers and drives them; `config` and `cli` sit on top.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod delivery;

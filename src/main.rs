@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use siprec_gateway::config::Config;
-use siprec_gateway::{replay, runtime};
+use siprec_gateway::delivery::{self, Spool};
+use siprec_gateway::{clock, replay, runtime};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -26,6 +27,8 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Measure the media path's capacity (see src/bench/).
+    Bench(siprec_gateway::bench::BenchOptions),
     /// Validate a config file; exits non-zero with a message naming the bad key.
     CheckConfig {
         #[arg(long, short)]
@@ -44,6 +47,41 @@ enum Cmd {
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
     },
+    /// Inspect and act on the spool (works while the gateway runs).
+    Spool {
+        /// The gateway's config (for spool.dir); default ./spool
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: SpoolAction,
+    },
+    /// Ask Tethr what became of calls: one line per sessionId with its status, callId and
+    /// durationSec (when Tethr knows them).
+    Status {
+        /// The gateway's config (for [tethr])
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// sessionIds as sent in info.json (`spool list`, the journal, the delivery log line)
+        #[arg(required = true)]
+        session_ids: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolAction {
+    /// Every recording in the spool: state, sessionId, age, attempts, next attempt, last error.
+    List,
+    /// Move failed recordings back to pending/ (a running gateway sends them within 30 s).
+    Retry {
+        /// The recording's name in failed/
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        name: Option<String>,
+        /// Every recording in failed/
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Remove the delivered recordings kept for tethr.retention.
+    Purge,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -87,6 +125,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(runtime::run(config, shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bench(opts) => {
+            let ok = siprec_gateway::bench::run(&opts)?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Cmd::Replay { pcap, target, transport, speed } => {
             init_tracing();
             anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--speed must be a positive number");
@@ -111,7 +153,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Cmd::Spool { config, action } => spool_command(config, action),
+        Cmd::Status { config, session_ids } => status_command(config, &session_ids),
     }
+}
+
+/// `status SESSION_ID…`: Tethr's `/callCapture/v1/status` for each, with the gateway's
+/// credentials, proxy and CA bundle.
+fn status_command(config: Option<PathBuf>, session_ids: &[String]) -> anyhow::Result<ExitCode> {
+    let config = match config {
+        Some(path) => Config::load(&path).with_context(|| format!("{}", path.display()))?,
+        None => Config::default(),
+    };
+    let tethr = config.tethr.as_ref().context("the config has no [tethr] table")?;
+    let settings = delivery::TethrSettings::from_config(tethr)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let statuses = rt.block_on(delivery::status::query(settings, session_ids))?;
+    for s in &statuses {
+        println!("{}", delivery::status::line(s));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spool list|retry|purge` on the spool the config names.
+fn spool_command(config: Option<PathBuf>, action: SpoolAction) -> anyhow::Result<ExitCode> {
+    let config = match config {
+        Some(path) => Config::load(&path).with_context(|| format!("{}", path.display()))?,
+        None => Config::default(),
+    };
+    let dir = &config.spool.dir;
+    anyhow::ensure!(dir.is_dir(), "spool directory {} (spool.dir) does not exist", dir.display());
+    let spool = Spool::open(dir)?;
+    match action {
+        SpoolAction::List => {
+            print!("{}", delivery::render_table(&spool.list()?, clock::wall_now()));
+        }
+        SpoolAction::Retry { name, failed } => {
+            let names = match name {
+                Some(name) => vec![name],
+                None if failed => spool.names_in("failed")?,
+                None => Vec::new(),
+            };
+            for name in &names {
+                spool.retry(name).with_context(|| format!("retry {name}"))?;
+                println!("{name}: moved back to pending/");
+            }
+            println!("{} recording(s) re-queued; a running gateway picks them up within 30 s", names.len());
+        }
+        SpoolAction::Purge => {
+            let n = spool.purge()?;
+            println!("{n} delivered recording(s) removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -112,6 +112,26 @@ fn contact(channel: usize, kind: &str, p: &MdParticipant) -> Value {
     Value::Object(c)
 }
 
+/// The identifiers of the participant the mapping makes the `agent` (AOR, its number, its
+/// user part), for matching against Tethr's recording settings. Empty when no agent is known.
+pub fn agent_identifiers(metadata: &MetadataOutcome, labels: &[Option<String>]) -> Vec<String> {
+    let MetadataOutcome::Parsed(md) = metadata else { return Vec::new() };
+    let agent = labels
+        .iter()
+        .filter_map(|l| l.as_deref().and_then(|l| md.participant_sending_label(l)))
+        .nth(CONTACT_TYPES.iter().position(|t| *t == "agent").unwrap_or(1));
+    let Some(aor) = agent.and_then(|p| p.aor.as_deref()) else { return Vec::new() };
+    let mut ids = vec![aor.to_string()];
+    if let Some(n) = phone_number(aor) {
+        ids.push(n);
+    }
+    let user = aor.split_once(':').map_or(aor, |(_, r)| r).split(['@', ';']).next().unwrap_or("");
+    if !user.is_empty() && !ids.iter().any(|i| i == user) {
+        ids.push(user.to_string());
+    }
+    ids
+}
+
 fn master_call_id(md: Option<&Metadata>, session_id: &str) -> String {
     md.and_then(|m| {
         m.group_id
@@ -330,6 +350,15 @@ mod tests {
         assert_eq!(info["masterCallId"], "x");
         assert_eq!(info["contacts"], json!([]));
         assert_eq!(info["metaData"]["gateway"]["metadataError"], "bad xml");
+    }
+
+    #[test]
+    fn agent_identifiers_follow_the_contact_rule() {
+        let md = MetadataOutcome::Parsed(metadata());
+        let ids = agent_identifiers(&md, &[Some("1".into()), Some("2".into())]);
+        assert_eq!(ids, vec!["sip:4711@pbx.example".to_string(), "4711".to_string()]);
+        assert!(agent_identifiers(&md, &[Some("1".into())]).is_empty(), "one party: no agent known");
+        assert!(agent_identifiers(&MetadataOutcome::Absent, &[Some("1".into())]).is_empty());
     }
 
     #[test]

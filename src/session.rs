@@ -63,7 +63,10 @@ impl StreamPlan {
 pub fn plan_streams(offer: &SessionDescription, max_streams: usize) -> Result<Vec<StreamPlan>, Refusal> {
     let mut plans = Vec::new();
     for (i, m) in offer.media.iter().enumerate() {
-        if m.port == 0 {
+        // Plain RTP only: an SRTP (`RTP/SAVP`) stream would be undecodable without its keys,
+        // which the media issue adds.
+        let plain_rtp = m.protocol.eq_ignore_ascii_case("RTP/AVP") || m.protocol.eq_ignore_ascii_case("RTP/AVPF");
+        if m.port == 0 || !plain_rtp {
             continue;
         }
         if let Some(codec) = m.choose_codec() {
@@ -74,7 +77,7 @@ pub fn plan_streams(offer: &SessionDescription, max_streams: usize) -> Result<Ve
         return Err(Refusal {
             code: 488,
             reason: "Not Acceptable Here",
-            detail: "no audio stream with a codec we decode (PCMU, PCMA)".into(),
+            detail: "no plain-RTP audio stream with a codec we decode (PCMU, PCMA)".into(),
         });
     }
     if plans.len() > max_streams {
@@ -147,6 +150,8 @@ pub enum EndReason {
     Shutdown,
     /// Our 2xx was never acknowledged.
     NoAck,
+    /// The SRC's RFC 4028 session refresh never came (or ours failed).
+    SessionExpired,
     /// The gateway stopped while recording (found in the spool at the next start).
     Interrupted,
 }
@@ -158,6 +163,7 @@ impl EndReason {
             EndReason::RtpTimeout => "rtp-timeout",
             EndReason::Shutdown => "shutdown",
             EndReason::NoAck => "no-ack",
+            EndReason::SessionExpired => "session-expired",
             EndReason::Interrupted => "interrupted",
         }
     }
@@ -238,6 +244,13 @@ m=audio 10004 RTP/AVP 8\r\na=label:2\r\na=sendonly\r\n";
         let answers = media_answers(&offer, &plans, &[30000, 30002]);
         assert_eq!(answers.iter().map(|a| a.port).collect::<Vec<_>>(), vec![30000, 0, 30002]);
         assert_eq!(plan_streams(&offer, 1).unwrap_err().code, 488);
+    }
+
+    #[test]
+    fn srtp_streams_are_refused_until_srtp_is_supported() {
+        let offer = sdp::parse(&OFFER.replace("10004 RTP/AVP 8", "10004 RTP/SAVP 8")).unwrap();
+        let plans = plan_streams(&offer, 16).unwrap();
+        assert_eq!(plans.iter().map(|p| p.mline).collect::<Vec<_>>(), vec![0]);
     }
 
     #[test]

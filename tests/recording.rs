@@ -336,7 +336,7 @@ fn sigterm_drains_refuses_new_calls_ends_active_ones_and_exits_0() {
         "channel 0 has the audio sent before the drain"
     );
     assert_eq!(
-        Gateway::files_under(&gw.spool_dir()),
+        gw.spool_leftovers(),
         Vec::<String>::new(),
         "nothing left in the spool"
     );

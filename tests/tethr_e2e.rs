@@ -48,7 +48,7 @@ async fn stop_and_check_spool(gw: Gateway) -> Gateway {
         gw.sigterm();
         let status = gw.wait_exit(WAIT);
         assert!(status.success(), "gateway exited with {status}");
-        let left = Gateway::files_under(&gw.spool_dir());
+        let left = gw.spool_leftovers();
         assert!(
             left.is_empty(),
             "spool should be empty after delivery: {left:?}"

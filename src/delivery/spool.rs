@@ -3,19 +3,26 @@
 //! Layout under the root:
 //! - `active/<name>/` — the recorder writes `audio.wav` here while the call runs;
 //! - `pending/<name>/` — `audio.wav` + `info.json`, complete and durable, waiting for delivery;
-//! - `failed/<name>/` — refused permanently by the sink, with an `error.json` saying why.
+//! - `failed/<name>/` — refused permanently by the sink, with an `error.json` saying why;
+//! - `delivered/<name>/` — delivered, kept for `tethr.retention` (the delivery worker fills it);
+//! - `journal.log` — one line per event of every recording (see [`super::journal`]).
 //!
 //! A recording moves between these by renaming its directory, after fsyncing what it holds, so a
 //! crash leaves each recording whole in exactly one place. The functions here block (std::fs and
 //! fsync); async callers run them with `spawn_blocking`. This module does no delivery and keeps
-//! no state beyond the root path.
+//! no state beyond the root path and whether the disk was last seen below its free-space floor
+//! (so that its recovery is logged once).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+use super::journal::JournalEvent;
 
 /// The audio file inside a recording's directory.
 pub const AUDIO_FILE: &str = "audio.wav";
@@ -54,6 +61,14 @@ pub enum SpoolError {
     /// `pending/<name>` already exists, so finishing would overwrite a recording.
     #[error("recording {0:?} is already pending")]
     AlreadyPending(String),
+    /// There is no recording of that name where the operation looked (`failed/` for a retry).
+    #[error("no recording {name:?} in {state}/")]
+    NotFound {
+        /// The spool directory looked in.
+        state: &'static str,
+        /// The recording name asked for.
+        name: String,
+    },
     /// A file system operation failed.
     #[error("{op} {}: {source}", path.display())]
     Io {
@@ -73,7 +88,7 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError
 }
 
 /// The contents of `failed/<name>/error.json`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub(crate) struct FailureRecord {
     /// The HTTP status of the refusal, or None when there was no HTTP answer.
     pub status: Option<u16>,
@@ -89,6 +104,8 @@ pub(crate) struct FailureRecord {
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    /// The free space was below the floor at the last [`Spool::has_room`] check.
+    low_space: Arc<AtomicBool>,
 }
 
 impl Spool {
@@ -97,6 +114,7 @@ impl Spool {
     pub fn open(root: &Path) -> Result<Spool, SpoolError> {
         let spool = Spool {
             root: root.to_path_buf(),
+            low_space: Arc::new(AtomicBool::new(false)),
         };
         for dir in ["active", "pending", "failed"] {
             let path = spool.root.join(dir);
@@ -125,6 +143,12 @@ impl Spool {
         self.root.join("failed").join(name)
     }
 
+    /// `<root>/delivered/<name>`, where the delivery worker keeps delivered recordings for
+    /// `tethr.retention` (the directory `delivered/` itself exists only once it is used).
+    pub fn delivered_dir(&self, name: &str) -> PathBuf {
+        self.root.join("delivered").join(name)
+    }
+
     /// Completes a recording: writes `info.json` durably, fsyncs `audio.wav`, and moves the
     /// directory from `active/` to `pending/`. Returns the pending directory.
     pub fn finish(&self, name: &str, info_json: &[u8]) -> Result<PathBuf, SpoolError> {
@@ -143,6 +167,7 @@ impl Spool {
         fs::rename(&active, &pending).map_err(io_err("move to pending", &active))?;
         sync_dir(&self.root.join("active"))?;
         sync_dir(&self.root.join("pending"))?;
+        self.journal(name, JournalEvent::Finalized, "waiting in pending/ for delivery");
         Ok(pending)
     }
 
@@ -170,9 +195,21 @@ impl Spool {
     /// Names of the recordings in `pending/`, oldest first (by directory modification time,
     /// then name). Entries that are not directories with safe names are skipped.
     pub fn pending(&self) -> Result<Vec<String>, SpoolError> {
-        let dir = self.root.join("pending");
+        self.names_in("pending")
+    }
+
+    /// Names of the recordings in `<root>/<state>/` (`active`, `pending`, `failed`,
+    /// `delivered`), oldest first as for [`Spool::pending`]; empty when the directory does not
+    /// exist.
+    pub fn names_in(&self, state: &str) -> Result<Vec<String>, SpoolError> {
+        let dir = self.root.join(state);
         let mut found: Vec<(SystemTime, String)> = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("list", &dir)(e)),
+        };
+        for entry in entries {
             let entry = entry.map_err(io_err("list", &dir))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
@@ -200,20 +237,127 @@ impl Spool {
     /// used. Returns the failed directory.
     pub(crate) fn fail(&self, name: &str, record: &FailureRecord) -> Result<PathBuf, SpoolError> {
         check_name(name)?;
-        let pending = self.pending_dir(name);
+        self.move_to_failed("pending", name, record)
+    }
+
+    /// Moves `active/<name>` to `failed/` as [`Spool::fail`] does for a pending one (crash
+    /// recovery, when what is left cannot be finalized).
+    pub(crate) fn fail_active(&self, name: &str, record: &FailureRecord) -> Result<PathBuf, SpoolError> {
+        check_name(name)?;
+        self.move_to_failed("active", name, record)
+    }
+
+    fn move_to_failed(&self, from: &str, name: &str, record: &FailureRecord) -> Result<PathBuf, SpoolError> {
+        let source = self.root.join(from).join(name);
         // Serialising a struct of strings and integers cannot fail.
         let json = serde_json::to_vec_pretty(record).expect("FailureRecord serialises");
-        write_durably(&pending, ERROR_FILE, &json)?;
+        write_durably(&source, ERROR_FILE, &json)?;
         let mut target = self.failed_dir(name);
         let mut n = 0u32;
         while target.exists() {
             n += 1;
             target = self.failed_dir(&format!("{name}.{n}"));
         }
-        fs::rename(&pending, &target).map_err(io_err("move to failed", &pending))?;
-        sync_dir(&self.root.join("pending"))?;
+        fs::rename(&source, &target).map_err(io_err("move to failed", &source))?;
+        sync_dir(&self.root.join(from))?;
         sync_dir(&self.root.join("failed"))?;
+        let moved_as = target.file_name().and_then(|n| n.to_str()).unwrap_or(name);
+        self.journal(moved_as, JournalEvent::Failed, &record.error);
         Ok(target)
+    }
+
+    /// A failed recording's `error.json`, if it has one that parses.
+    pub(crate) fn read_failure(&self, name: &str) -> Option<FailureRecord> {
+        check_name(name).ok()?;
+        let bytes = fs::read(self.failed_dir(name).join(ERROR_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Moves `failed/<name>` back to `pending/<name>` for another round of delivery, with its
+    /// `error.json` and `state.json` removed first (so the attempts and the maximum age start
+    /// again), and journals it. A running gateway picks it up at its next scan of `pending/`.
+    pub fn retry(&self, name: &str) -> Result<(), SpoolError> {
+        check_name(name)?;
+        let failed = self.failed_dir(name);
+        if !failed.is_dir() {
+            return Err(SpoolError::NotFound { state: "failed", name: name.to_string() });
+        }
+        let pending = self.pending_dir(name);
+        if pending.exists() {
+            return Err(SpoolError::AlreadyPending(name.to_string()));
+        }
+        let was = self.read_failure(name).map(|r| r.error).unwrap_or_default();
+        for file in [STATE_FILE, ERROR_FILE] {
+            let path = failed.join(file);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &path)(e)),
+                _ => {}
+            }
+        }
+        sync_dir(&failed)?;
+        fs::rename(&failed, &pending).map_err(io_err("move to pending", &failed))?;
+        sync_dir(&self.root.join("failed"))?;
+        sync_dir(&self.root.join("pending"))?;
+        let detail = if was.is_empty() {
+            "moved from failed/ to pending/ by spool retry".to_string()
+        } else {
+            format!("moved from failed/ to pending/ by spool retry; it had failed with: {was}")
+        };
+        self.journal(name, JournalEvent::Retried, &detail);
+        Ok(())
+    }
+
+    /// Removes every recording in `delivered/`, journaling each; returns how many went.
+    pub fn purge(&self) -> Result<usize, SpoolError> {
+        let names = self.names_in("delivered")?;
+        for name in &names {
+            let dir = self.delivered_dir(name);
+            fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+            self.journal(name, JournalEvent::Purged, "removed from delivered/ by spool purge");
+        }
+        if !names.is_empty() {
+            sync_dir(&self.root.join("delivered"))?;
+        }
+        Ok(names.len())
+    }
+
+    /// Bytes available to the gateway on the spool's file system (statvfs `f_bavail`).
+    pub fn free_bytes(&self) -> Result<u64, SpoolError> {
+        let st = nix::sys::statvfs::statvfs(&self.root).map_err(|e| SpoolError::Io {
+            op: "statvfs",
+            path: self.root.clone(),
+            source: e.into(),
+        })?;
+        Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+    }
+
+    /// Whether a new call may start: false when the spool's free space is below `min_free`
+    /// bytes (0 = no floor), logged at error naming `spool.min_free`; the first check that
+    /// finds room again after that logs at info. A free space that cannot be measured does not
+    /// refuse calls (logged at warn).
+    pub fn has_room(&self, min_free: u64) -> bool {
+        if min_free == 0 {
+            return true;
+        }
+        match self.free_bytes() {
+            Ok(free) if free < min_free => {
+                self.low_space.store(true, Ordering::Relaxed);
+                tracing::error!(free_bytes = free, min_free_bytes = min_free,
+                    "free space in the spool is below spool.min_free: INVITE refused with 503; calls in progress and uploads go on");
+                false
+            }
+            Ok(free) => {
+                if self.low_space.swap(false, Ordering::Relaxed) {
+                    tracing::info!(free_bytes = free, min_free_bytes = min_free,
+                        "free space in the spool is above spool.min_free again: accepting new calls");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot measure the spool's free space; accepting the call");
+                true
+            }
+        }
     }
 }
 
@@ -233,7 +377,7 @@ fn check_name(name: &str) -> Result<(), SpoolError> {
 
 /// Writes `dir/file` so that after a crash it is either absent or complete: temp file, fsync,
 /// rename, fsync of the directory.
-fn write_durably(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), SpoolError> {
+pub(crate) fn write_durably(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), SpoolError> {
     let tmp = dir.join(format!(".{file}.tmp"));
     let dest = dir.join(file);
     let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;

@@ -244,11 +244,19 @@ impl Timeline {
         }
         while self.frontier < target {
             let frames = ((target - self.frontier) as usize).min(CHUNK_FRAMES);
+            // The frames lie in at most two runs of the ring: copy them slice-wise (this runs
+            // for every sample of every call) and clear them for the next turn of the ring.
+            let at = self.frontier.rem_euclid(self.ring_len) as usize;
+            let first = at..(at + frames).min(self.ring_len as usize);
+            let second = 0..frames - first.len();
+            let out = &mut self.out[..frames * nch];
             for (c, ch) in self.channels.iter_mut().enumerate() {
-                for f in 0..frames {
-                    let at = (self.frontier + f as i64).rem_euclid(self.ring_len) as usize;
-                    self.out[f * nch + c] = std::mem::take(&mut ch.ring[at]);
+                let samples = ch.ring[first.clone()].iter().chain(&ch.ring[second.clone()]);
+                for (frame, s) in out.chunks_exact_mut(nch).zip(samples) {
+                    frame[c] = *s;
                 }
+                ch.ring[first.clone()].fill(0);
+                ch.ring[second.clone()].fill(0);
             }
             self.frontier += frames as i64;
             sink(&self.out[..frames * nch])?;

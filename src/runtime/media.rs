@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::{mpsc as tmpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::clock;
 use crate::media::g711::{self, Law};
 use crate::media::timeline::{RtpMeta, StreamStats, Timeline};
 use crate::media::wav::WavWriter;
+use crate::runtime::rx::{self, Drain};
 
 const WAKER: Token = Token(usize::MAX);
 const TICK: Duration = Duration::from_millis(20);
@@ -64,6 +65,9 @@ pub struct CallResult {
     pub frames: u64,
     /// A write error that cost audio, if any.
     pub error: Option<String>,
+    /// The finished WAV, still to be fsynced: the finalize task does that on a blocking thread,
+    /// so that one call's fsync (milliseconds) never stalls the packets of every other call.
+    pub file: Option<File>,
 }
 
 /// Commands from the signalling task.
@@ -131,6 +135,26 @@ impl Call {
     }
 }
 
+/// Receive buffer of an RTP socket: room for bursts while the media thread is busy elsewhere
+/// (256 KiB holds about a second of one stream's packets at the kernel's per-packet overhead).
+pub fn size_rtp_buffer(socket: &std::net::UdpSocket) {
+    let _ = socket2::SockRef::from(socket).set_recv_buffer_size(256 * 1024);
+}
+
+/// Raises the soft limit of open files to the hard limit: each call holds four sockets and a
+/// file, so the usual soft limit of 1,024 would cap the gateway at about 200 calls.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => warn!(limit = soft, error = %e, "cannot raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
 /// Starts the media thread.
 pub fn start(events: tmpsc::UnboundedSender<MediaEvent>) -> std::io::Result<(MediaHandle, std::thread::JoinHandle<()>)> {
     let poll = Poll::new()?;
@@ -142,11 +166,11 @@ pub fn start(events: tmpsc::UnboundedSender<MediaEvent>) -> std::io::Result<(Med
 }
 
 fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSender<MediaEvent>) {
-    let mut mio_events = Events::with_capacity(1024);
+    let mut mio_events = Events::with_capacity(8192);
     let mut streams: HashMap<Token, Stream> = HashMap::new();
     let mut calls: HashMap<u64, Call> = HashMap::new();
     let mut next_token = 0usize;
-    let mut buf = vec![0u8; 65_536];
+    let mut drain = Drain::default();
     let mut pcm = [0i16; MAX_SAMPLES];
     let mut next_tick = clock::now() + TICK;
 
@@ -162,23 +186,19 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                 continue;
             }
             let Some(s) = streams.get(&ev.token()) else { continue };
-            loop {
-                let n = match s.socket.recv_from(&mut buf) {
-                    Ok((n, _from)) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        debug!(error = %e, "rtp recv error");
-                        break;
-                    }
-                };
-                if s.rtcp {
-                    continue; // RTCP is drained so no ICMP port-unreachable goes back
-                }
-                let Some(call) = calls.get_mut(&s.call) else { continue };
-                let Ok(pkt) = rtp_types::RtpPacket::parse(&buf[..n]) else { continue };
+            if s.rtcp {
+                drain.drain(&s.socket, |_| {}); // drained so its queue does not fill
+                continue;
+            }
+            let Some(call) = calls.get_mut(&s.call) else {
+                drain.drain(&s.socket, |_| {});
+                continue;
+            };
+            drain.drain(&s.socket, |datagram| {
+                let Ok(pkt) = rtp_types::RtpPacket::parse(datagram) else { return };
                 call.last_activity = now;
                 if pkt.payload_type() != s.payload_type {
-                    continue; // telephone-event, comfort noise, …: not audio for now
+                    return; // telephone-event, comfort noise, …: not audio for now
                 }
                 let samples = g711::decode(s.law, pkt.payload(), &mut pcm);
                 let meta = RtpMeta {
@@ -188,7 +208,7 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                     marker: pkt.marker_bit(),
                 };
                 call.timeline.place(s.channel, now, meta, &pcm[..samples]);
-            }
+            });
         }
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
@@ -235,7 +255,7 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                 }
                 Command::End { key, end, done } => {
                     let Some(mut call) = calls.remove(&key) else {
-                        let _ = done.send(CallResult { stats: vec![], frames: 0, error: Some("unknown call".into()) });
+                        let _ = done.send(CallResult { stats: vec![], frames: 0, error: Some("unknown call".into()), file: None });
                         continue;
                     };
                     for t in &call.tokens {
@@ -269,12 +289,14 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                 }
             }
         }
+        rx::pace(now);
     }
 }
 
-/// Writes the rest of the timeline up to `end`, closes the WAV and syncs it to disk.
+/// Writes the rest of the timeline up to `end` and closes the WAV (the caller fsyncs it).
 fn finish(call: &mut Call, end: Instant) -> CallResult {
     let mut error = call.error.take();
+    let mut audio = None;
     let mut frames = call.timeline.frames_written();
     if let Some(mut w) = call.wav.take() {
         // The end may lie before what the tick already wrote (an RTP timeout ends the call at
@@ -291,16 +313,15 @@ fn finish(call: &mut Call, end: Instant) -> CallResult {
         let len = w.len_bytes();
         match r.and_then(|_| w.finish()) {
             Ok(buf) => match buf.into_inner() {
-                Ok(file) => {
-                    if let Err(e) = file.set_len(len).and_then(|_| file.sync_all()) {
-                        error = Some(format!("truncate/fsync: {e}"));
-                    }
-                }
+                Ok(file) => match file.set_len(len) {
+                    Ok(()) => audio = Some(file),
+                    Err(e) => error = Some(format!("truncate: {e}")),
+                },
                 Err(e) => error = Some(format!("flush: {}", e.error())),
             },
             Err(e) => error = Some(e.to_string()),
         }
     }
     let stats = (0..call.timeline.channels()).filter_map(|c| call.timeline.stats(c)).collect();
-    CallResult { stats, frames, error }
+    CallResult { stats, frames, error, file: audio }
 }

@@ -10,6 +10,7 @@
 //! `pending/` and the delivery worker takes it from there.
 
 pub mod media;
+pub mod rx;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -59,6 +60,7 @@ pub enum RuntimeError {
 /// have `service.shutdown_grace` to end, then are ended with BYE and finalized.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
     let config = Arc::new(config);
+    media::raise_fd_limit();
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
     let mut udp = Vec::new();
     let mut tasks = JoinSet::new();
@@ -87,6 +89,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     drop(in_tx);
 
     let spool = Spool::open(&config.spool.dir)?;
+    // Recordings a stopped gateway left in active/ go to pending/ before the worker scans it.
+    let (recovering, limits) = (spool.clone(), OfferLimits { max_metadata_bytes: config.metadata.max_size });
+    let _ = tokio::task::spawn_blocking(move || delivery::recover(&recovering, &limits)).await;
     let sink = match &config.tethr {
         Some(t) => {
             let mut s = TethrSettings::new(t.url.clone(), t.client_id.clone(), Secret::new(t.secret()?));
@@ -296,7 +301,7 @@ impl Signalling {
                 self.end_call(&dialog, EndReason::Bye, now);
             }
             Event::InDialog { dialog, request } => {
-                let md = in_dialog_metadata(&request, self.limits());
+                let md = siprec::metadata_update(request.header("Content-Type"), &request.body, &self.limits());
                 if matches!(md, MetadataOutcome::Absent) {
                     return;
                 }
@@ -312,6 +317,11 @@ impl Signalling {
                 warn!(call_id = %dialog.call_id, "no ACK for our 200 OK within 64*T1: ending the call");
                 self.endpoint.send_bye(now, &dialog);
                 self.end_call(&dialog, EndReason::NoAck, now);
+            }
+            Event::SessionExpired { dialog } => {
+                warn!(call_id = %dialog.call_id, "session timer expired without a refresh (RFC 4028): ending the call");
+                self.endpoint.send_bye(now, &dialog);
+                self.end_call(&dialog, EndReason::SessionExpired, now);
             }
             Event::Cancelled { .. } => info!("INVITE cancelled before it was answered; nothing recorded"),
             Event::ByeDone { dialog, code } => debug!(call_id = %dialog.call_id, ?code, "our BYE completed"),
@@ -348,6 +358,9 @@ impl Signalling {
         if self.draining {
             info!("shutting down: INVITE refused with 503");
             return self.refuse(&tx, 503, "Service Unavailable", vec![("Retry-After".into(), "30".into())]);
+        }
+        if !self.spool.has_room(self.config.spool.min_free) {
+            return self.refuse(&tx, 503, "Service Unavailable", vec![("Retry-After".into(), "60".into())]);
         }
         let offer = match siprec::parse_offer(request.header("Content-Type"), &request.body, &self.limits()) {
             Ok(o) => o,
@@ -460,6 +473,7 @@ impl Signalling {
             sip_headers: sip_headers.clone(),
         };
         self.save_record(&name, &record);
+        self.journal(&name, delivery::JournalEvent::Recorded, format!("call_id={call_id} streams={}", plans.len()));
         let session = Session {
             session_id: call_id,
             name,
@@ -490,6 +504,12 @@ impl Signalling {
         });
     }
 
+    /// Appends a line to the spool journal (off the signalling task).
+    fn journal(&self, name: &str, event: delivery::JournalEvent, detail: String) {
+        let (spool, name) = (self.spool.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || spool.journal(&name, event, &detail));
+    }
+
     /// Binds an RTP socket on an even port and RTCP on the next one.
     fn bind_pair(&mut self) -> Option<(u16, std::net::UdpSocket, std::net::UdpSocket)> {
         let ip = self.config.media.bind_address;
@@ -500,7 +520,7 @@ impl Signalling {
             if rtp.set_nonblocking(true).is_err() || rtcp.set_nonblocking(true).is_err() {
                 continue;
             }
-            let _ = socket2::SockRef::from(&rtp).set_recv_buffer_size(256 * 1024);
+            media::size_rtp_buffer(&rtp);
             self.ports.take(port);
             return Some((port, rtp, rtcp));
         }
@@ -587,13 +607,20 @@ impl Signalling {
         self.finalizing.spawn(
             async move {
                 let mut s = live.session;
-                let result = match done_rx.await {
+                let mut result = match done_rx.await {
                     Ok(r) => r,
                     Err(_) => {
                         error!("media thread gone before the recording was finished");
                         return;
                     }
                 };
+                if let Some(file) = result.file.take() {
+                    match tokio::task::spawn_blocking(move || file.sync_all()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => result.error = Some(format!("fsync: {e}")),
+                        Err(e) => result.error = Some(format!("fsync task: {e}")),
+                    }
+                }
                 if let Some(e) = &result.error {
                     error!(error = %e, "recording incomplete");
                     s.notes.push(format!("recording incomplete: {e}"));
@@ -660,27 +687,5 @@ fn contact_header(peer: &Peer, address: IpAddr) -> String {
 /// The c= address of an answer we gave before.
 fn answer_address(answer: &str) -> Option<IpAddr> {
     answer.lines().find_map(|l| l.strip_prefix("c=IN IP4 ").or_else(|| l.strip_prefix("c=IN IP6 ")))?.trim().parse().ok()
-}
-
-/// Metadata carried by UPDATE/INFO: a multipart body with a metadata part, or a bare metadata
-/// document (RFC 7866 §9.1).
-fn in_dialog_metadata(request: &Message, limits: OfferLimits) -> MetadataOutcome {
-    let ct = request.header("Content-Type").map(siprec::multipart::mime_type);
-    match ct.as_deref() {
-        Some("application/rs-metadata+xml" | "application/rs-metadata") => {
-            if request.body.len() > limits.max_metadata_bytes {
-                return MetadataOutcome::Invalid { error: "metadata update over metadata.max_size".into(), raw: String::new() };
-            }
-            match siprec::metadata::parse_metadata(&request.body) {
-                Ok(m) => MetadataOutcome::Parsed(m),
-                Err(e) => MetadataOutcome::Invalid { error: e.to_string(), raw: String::from_utf8_lossy(&request.body).into() },
-            }
-        }
-        Some("multipart/mixed") => match siprec::parse_offer(request.header("Content-Type"), &request.body, &limits) {
-            Ok(o) => o.metadata,
-            Err(_) => MetadataOutcome::Absent,
-        },
-        _ => MetadataOutcome::Absent,
-    }
 }
 

@@ -1,10 +1,14 @@
 //! The sans-IO SIP user-agent server of the recording server.
 //!
 //! It owns the server transactions (RFC 3261 §17.2, with the RFC 6026 Accepted state), the
-//! dialogs the SRS takes part in, the 2xx retransmission of §13.3.1.4 and the client transaction
-//! of a BYE the gateway sends itself. It answers what needs no application decision (100
-//! Trying, OPTIONS, CANCEL, BYE, UPDATE/INFO, 405/481/420/400/483/500) and hands the rest to the
-//! transaction user as [`Event`]s. It decides nothing about recording.
+//! dialogs the SRS takes part in, the 2xx retransmission of §13.3.1.4 and the client transactions
+//! of the BYE and refresh UPDATE the gateway sends itself. It answers what needs no application decision (100
+//! Trying, OPTIONS, CANCEL, BYE, UPDATE/INFO; 400/505 for malformed requests, 501/405 for methods
+//! we do not serve, 420, 416, 406, 422, 481, 483 and 500) and hands the rest to the
+//! transaction user as [`Event`]s. It keeps the RFC 4028 session timer of each dialog (see
+//! [`super::timer`]): it answers 422, puts Session-Expires in its 2xx, sends the refresh UPDATE
+//! when it is the refresher and reports a session whose refresh never came. It decides nothing
+//! about recording.
 //!
 //! Drive it like str0m/quinn: call `handle_*` with `now`, then drain [`Endpoint::poll_transmit`]
 //! and [`Endpoint::poll_event`], and wake at [`Endpoint::poll_timeout`].
@@ -14,14 +18,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::message::{self, Message, ParseError, StartLine, Via};
+use super::timer::{self, Agreed, Refresher, Running};
 
 /// RFC 3261 §17.1.1.1 timer values.
 pub const T1: Duration = Duration::from_millis(500);
 pub const T2: Duration = Duration::from_secs(4);
 pub const T4: Duration = Duration::from_secs(5);
 
-/// The option tags this SRS supports (RFC 7866 §6.1.1 `siprec`).
-pub const SUPPORTED: &[&str] = &["siprec"];
+/// The option tags this SRS supports (RFC 7866 §6.1.1 `siprec`, RFC 4028 `timer`).
+pub const SUPPORTED: &[&str] = &["siprec", "timer"];
 /// Methods we take part in.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
 /// What an OPTIONS probe is told we accept.
@@ -105,6 +110,9 @@ pub enum Event {
     InDialog { dialog: DialogId, request: Message },
     /// No ACK came for our 2xx within 64·T1 (§13.3.1.4): the TU should end the session with BYE.
     AckTimeout { dialog: DialogId },
+    /// The session timer ran out (RFC 4028 §10): the SRC's refresh never came, or our own
+    /// refresh was answered 408/481 or timed out. The TU should end the session with BYE.
+    SessionExpired { dialog: DialogId },
     /// Our BYE was answered (`Some(code)`) or timed out (`None`).
     ByeDone { dialog: DialogId, code: Option<u16> },
     /// A message was refused or dropped; for logs and counters.
@@ -136,6 +144,8 @@ struct InviteTx {
     request: Message,
     to_tag: String,
     dialog: Option<DialogId>,
+    /// The session timer the request asked for, confirmed in our 2xx.
+    timer: Option<Agreed>,
     state: InviteState,
 }
 
@@ -146,8 +156,17 @@ struct NonInviteTx {
     until: Instant,
 }
 
+/// What a request we sent was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientKind {
+    Bye,
+    /// A session-refresh UPDATE (RFC 4028 §7.4, we are the refresher).
+    Refresh,
+}
+
 #[derive(Debug)]
 struct ClientTx {
+    kind: ClientKind,
     dialog: DialogId,
     peer: Peer,
     dest: SocketAddr,
@@ -178,6 +197,10 @@ struct Dialog {
     state: DialogState,
     /// A re-INVITE is being answered: a second one gets 500 (§14.2).
     reinvite_pending: bool,
+    /// Our Contact as given in the 2xx, for the requests we send (RFC 3311 §5.1: UPDATE).
+    local_contact: Option<String>,
+    /// RFC 4028 session timer, if one was agreed.
+    timer: Option<Running>,
 }
 
 /// The sans-IO SIP UAS. See the module documentation.
@@ -212,11 +235,25 @@ fn tx_key(msg: &Message) -> Option<TxKey> {
         m => m,
     };
     let branch = match via.branch() {
-        Some(b) if b.starts_with("z9hG4bK") => b.to_string(),
-        // RFC 2543 peers: no magic cookie, fall back to the request's identity (§17.2.3).
+        Some(b) if b.starts_with("z9hG4bK") && b.len() > "z9hG4bK".len() => b.to_string(),
+        // RFC 2543 peers: no magic cookie, fall back to the request's identity (§17.2.3). A bare
+        // cookie identifies nothing either (RFC 4475 §3.2.1 allows this fallback).
         _ => format!("{}|{}|{}", msg.call_id(), msg.tag("From").unwrap_or(""), msg.cseq()?.0),
     };
     Some(TxKey { branch, sent_by: via.sent_by(), method: method.to_string() })
+}
+
+/// True unless an Accept header lists media ranges and none covers application/sdp (§20.1:
+/// no Accept means application/sdp; an empty one is read the same way, leniently).
+fn accepts_sdp(msg: &Message) -> bool {
+    let mut ranges = msg.headers_named("Accept").flat_map(message::split_list).peekable();
+    if ranges.peek().is_none() {
+        return true;
+    }
+    ranges.any(|r| {
+        let mime = r.split(';').next().unwrap_or("").trim();
+        ["application/sdp", "application/*", "*/*"].iter().any(|m| m.eq_ignore_ascii_case(mime))
+    })
 }
 
 impl Endpoint {
@@ -259,7 +296,8 @@ impl Endpoint {
             DialogState::WaitAck { next, deadline, .. } => Some(next.map_or(*deadline, |n| n.min(*deadline))),
             DialogState::Confirmed => None,
         });
-        inv.chain(non).chain(cli).chain(dlg).min()
+        let timers = self.dialogs.values().filter_map(|d| d.timer.and_then(|t| t.next_deadline()));
+        inv.chain(non).chain(cli).chain(dlg).chain(timers).min()
     }
 
     fn random_token(&mut self) -> String {
@@ -308,27 +346,27 @@ impl Endpoint {
         }
     }
 
-    /// RFC 3261 §8.2 / §18.3: a request we can still address gets 400; anything else is dropped.
+    /// RFC 3261 §8.2 / §18.3: a request we can still address (it has a Via to answer along)
+    /// gets 400, or 505 for another SIP version (§21.5.7), even without From/To/Call-ID
+    /// (RFC 4475 §3.3.1); responses, ACKs and anything else are dropped.
     fn handle_malformed(&mut self, peer: Peer, bytes: &[u8], err: ParseError) {
-        let reason = format!("Bad Request ({err})");
-        if let Ok(m) = Message::parse_unchecked(bytes) {
-            let addressable = m.method().is_some_and(|x| x != "ACK")
-                && m.top_via().is_some()
-                && m.header("From").is_some()
-                && m.header("To").is_some()
-                && m.header("Call-ID").is_some();
-            if addressable {
-                let resp = m.response(400, &reason, Some("srs-reject"));
-                self.reply(peer, &m, resp);
-                self.events.push_back(Event::Rejected { peer, code: Some(400), reason });
-                return;
-            }
+        let (code, reason) = match err {
+            ParseError::UnsupportedVersion => (505, "Version Not Supported".to_string()),
+            e => (400, format!("Bad Request ({e})")),
+        };
+        if let Ok(m) = Message::parse_unchecked(bytes)
+            && m.method().is_some_and(|x| x != "ACK")
+            && m.top_via().is_some()
+        {
+            let resp = m.response(code, &reason, Some("srs-reject"));
+            self.reply(peer, &m, resp);
+            self.events.push_back(Event::Rejected { peer, code: Some(code), reason });
+            return;
         }
         self.events.push_back(Event::Rejected { peer, code: None, reason: format!("dropped: {err}") });
     }
 
     fn handle_response(&mut self, now: Instant, code: u16, msg: &Message) {
-        let _ = now;
         let Some(branch) = msg.top_via().and_then(|v| v.branch().map(str::to_string)) else { return };
         if code < 200 {
             if let Some(c) = self.clients.get_mut(&branch) {
@@ -338,8 +376,31 @@ impl Endpoint {
             }
             return;
         }
-        if let Some(c) = self.clients.remove(&branch) {
-            self.events.push_back(Event::ByeDone { dialog: c.dialog, code: Some(code) });
+        let Some(c) = self.clients.remove(&branch) else { return };
+        match c.kind {
+            ClientKind::Bye => self.events.push_back(Event::ByeDone { dialog: c.dialog, code: Some(code) }),
+            ClientKind::Refresh => self.refresh_answered(now, c, code, msg),
+        }
+    }
+
+    /// RFC 4028 §7.2: a 2xx to our refresh restarts the timer (with the interval it confirms);
+    /// 408/481 mean the dialog is gone (RFC 5057 §5.1); any other refusal leaves the call up
+    /// without a session timer, since we have no other way to refresh.
+    fn refresh_answered(&mut self, now: Instant, c: ClientTx, code: u16, msg: &Message) {
+        let Some(d) = self.dialogs.get_mut(&c.dialog) else { return };
+        let Some(t) = d.timer.as_mut() else { return };
+        if (200..300).contains(&code) {
+            if let Some(seconds) = msg.header("Session-Expires").and_then(|v| v.split(';').next()?.trim().parse().ok()) {
+                t.agreed.interval = seconds;
+            }
+            *t = Running::start(t.agreed, now);
+        } else if code == 408 || code == 481 {
+            d.timer = None;
+            self.events.push_back(Event::SessionExpired { dialog: c.dialog });
+        } else {
+            d.timer = None;
+            let reason = format!("our session refresh UPDATE was answered {code}: session timer off");
+            self.events.push_back(Event::Rejected { peer: c.peer, code: Some(code), reason });
         }
     }
 
@@ -347,7 +408,8 @@ impl Endpoint {
         let Some(key) = tx_key(&msg) else {
             return self.handle_malformed(peer, &msg.to_bytes(), ParseError::MissingHeader("Via"));
         };
-        let method = msg.method().unwrap_or_default().to_ascii_uppercase();
+        // Methods are case-sensitive (§7.1): `invite` is an unknown method.
+        let method = msg.method().unwrap_or_default().to_string();
 
         if method == "ACK" {
             return self.handle_ack(now, key, &msg);
@@ -374,17 +436,34 @@ impl Endpoint {
             self.send(p, dest, bytes);
             return;
         }
+        // §8.2.1: an unknown method is 501 whatever else is wrong with the request; RFC 4475
+        // §3.1.2.18 prefers it to 400 when the CSeq method does not match either.
+        if !ALLOW.split(", ").any(|m| m == method) && !KNOWN_NOT_ALLOWED.contains(&method.as_str()) {
+            return self.reject(peer, &msg, 501, "Not Implemented", &[("Allow", ALLOW.to_string())]);
+        }
+        if let Err(e) = msg.check_request() {
+            return self.reject(peer, &msg, 400, &format!("Bad Request ({e})"), &[]);
+        }
         if method == "CANCEL" {
             return self.handle_cancel(now, key, peer, &msg);
         }
-        // RFC 3261 §8.2.2.3: option tags we do not support → 420 with Unsupported.
+        // RFC 3261 §8.2.2.3: option tags we do not support → 420 with Unsupported (RFC 4475
+        // §3.3.5; Proxy-Require is for proxies and ignored).
         let unsupported: Vec<&str> =
             msg.option_tags("Require").filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t))).collect();
-        if !unsupported.is_empty() && method != "OPTIONS" {
+        if !unsupported.is_empty() {
             let list = unsupported.join(", ");
             return self.reject(peer, &msg, 420, "Bad Extension", &[("Unsupported", list)]);
         }
-        if msg.header("Max-Forwards").is_some_and(|v| v.trim() == "0") && method != "OPTIONS" {
+        // §8.2.2.1: we serve sip: and sips: only (RFC 4475 §3.3.2, §3.3.3).
+        if msg.request_uri().is_some_and(|u| message::strip_sip_scheme(u).is_none()) {
+            return self.reject(peer, &msg, 416, "Unsupported URI Scheme", &[]);
+        }
+        // An INVITE with no hops left is refused as a proxy would (§16.3): it is looping. OPTIONS
+        // at zero is how a UAS is probed and is answered (RFC 4475 §3.3.11: an endpoint
+        // processes it). An unreadable value counts as absent (§3.1.2.4).
+        let hops = msg.header("Max-Forwards").and_then(|v| v.trim().parse::<u32>().ok());
+        if hops == Some(0) && method != "OPTIONS" {
             return self.reject(peer, &msg, 483, "Too Many Hops", &[]);
         }
         if msg.tag("To").is_some() {
@@ -404,14 +483,21 @@ impl Endpoint {
                 self.reply_non_invite(now, key, peer, &msg, resp);
                 self.events.push_back(Event::Rejected { peer, code: Some(481), reason: format!("{method} outside a dialog") });
             }
-            m if KNOWN_NOT_ALLOWED.contains(&m) => {
-                self.reject(peer, &msg, 405, "Method Not Allowed", &[("Allow", ALLOW.to_string())])
-            }
-            _ => self.reject(peer, &msg, 501, "Not Implemented", &[("Allow", ALLOW.to_string())]),
+            _ => self.reject(peer, &msg, 405, "Method Not Allowed", &[("Allow", ALLOW.to_string())]),
         }
     }
 
     fn new_invite(&mut self, key: TxKey, peer: Peer, msg: Message) {
+        // Our answer is always SDP: an INVITE that does not accept it gets 406 with a 399
+        // warning (RFC 3261 §21.4.7, RFC 4475 §3.3.15).
+        if !accepts_sdp(&msg) {
+            let warning = format!("399 {} \"the answer would be application/sdp, which Accept excludes\"", peer.local);
+            return self.reject(peer, &msg, 406, "Not Acceptable", &[("Warning", warning)]);
+        }
+        // RFC 4028 §9: a session interval below our minimum gets 422 with Min-SE.
+        let Ok(timer) = timer::negotiate(&msg) else {
+            return self.reject(peer, &msg, 422, "Session Interval Too Small", &[("Min-SE", timer::MIN_SE.to_string())]);
+        };
         let to_tag = self.random_token();
         // §17.2.1: 100 Trying at once, so the SRC stops retransmitting while we set up media.
         let mut trying = msg.response(100, "Trying", None);
@@ -421,7 +507,14 @@ impl Endpoint {
         self.send(peer, dest, bytes.clone());
         self.invites.insert(
             key.clone(),
-            InviteTx { peer, request: msg.clone(), to_tag, dialog: None, state: InviteState::Proceeding { last: bytes } },
+            InviteTx {
+                peer,
+                request: msg.clone(),
+                to_tag,
+                dialog: None,
+                timer,
+                state: InviteState::Proceeding { last: bytes },
+            },
         );
         self.events.push_back(Event::Invite { tx: key, request: msg, peer });
     }
@@ -483,12 +576,22 @@ impl Endpoint {
             return self.reply_non_invite(now, key, peer, &msg, resp);
         }
         dialog.remote_cseq = cseq;
+        // RFC 4028 §9: a refresh (re-INVITE or UPDATE) negotiates the timer afresh.
+        let refresh = matches!(method, "INVITE" | "UPDATE").then(|| timer::negotiate(&msg));
+        if let Some(Err(timer::TooSmall)) = refresh {
+            let mut resp = msg.response(422, "Session Interval Too Small", None);
+            resp.push_header("Min-SE", timer::MIN_SE.to_string());
+            return self.reply_non_invite(now, key, peer, &msg, resp);
+        }
+        let timer = refresh.and_then(Result::ok).flatten();
         match method {
             "INVITE" => {
                 if dialog.reinvite_pending {
-                    // §14.2: a second INVITE while one is being answered → 500 with Retry-After.
+                    // §14.2: a second INVITE while one is being answered → 500 with a
+                    // Retry-After between 0 and 10 s. (491 is for glare with an INVITE of our
+                    // own, which the gateway never sends.)
                     let mut resp = msg.response(500, "Server Internal Error (re-INVITE in progress)", None);
-                    resp.push_header("Retry-After", (self.rng.u32(0..10)).to_string());
+                    resp.push_header("Retry-After", self.rng.u32(0..=10).to_string());
                     return self.reply(peer, &msg, resp);
                 }
                 dialog.reinvite_pending = true;
@@ -504,6 +607,7 @@ impl Endpoint {
                         request: msg.clone(),
                         to_tag: id.local_tag.clone(),
                         dialog: Some(id.clone()),
+                        timer,
                         state: InviteState::Proceeding { last: bytes },
                     },
                 );
@@ -516,7 +620,12 @@ impl Endpoint {
                 self.events.push_back(Event::Bye { dialog: id, request: msg });
             }
             "UPDATE" | "INFO" => {
-                let resp = msg.response(200, "OK", None);
+                let mut resp = msg.response(200, "OK", None);
+                if method == "UPDATE" {
+                    // The 2xx to an UPDATE is a refresh: it restarts (or ends) the timer.
+                    dialog.timer = timer.map(|t| Running::start(t, now));
+                    resp.headers.extend(timer.map(|t| t.response_headers()).unwrap_or_default());
+                }
                 self.reply_non_invite(now, key, peer, &msg, resp);
                 self.events.push_back(Event::InDialog { dialog: id, request: msg });
             }
@@ -534,8 +643,9 @@ impl Endpoint {
     }
 
     /// Sends the final (or a provisional) response to an INVITE. A 2xx to a dialog-creating INVITE
-    /// creates the dialog, whose id is returned. `headers` are added (Contact, Supported, …);
-    /// `body` is `(content type, bytes)`.
+    /// creates the dialog, whose id is returned. `headers` are added (Contact, …); `body` is
+    /// `(content type, bytes)`. The endpoint adds what the protocol asks of it: Supported and the
+    /// session timer (RFC 4028 §9) on a 2xx, Accept on a 415 (RFC 3261 §21.4.13).
     pub fn respond_invite(
         &mut self,
         now: Instant,
@@ -552,6 +662,16 @@ impl Endpoint {
         }
         let mut resp = t.request.response(code, reason, Some(&t.to_tag));
         resp.headers.extend(headers);
+        let success = (200..300).contains(&code);
+        if success {
+            if resp.header("Supported").is_none() {
+                resp.push_header("Supported", SUPPORTED.join(", "));
+            }
+            resp.headers.extend(t.timer.map(|a| a.response_headers()).unwrap_or_default());
+        }
+        if code == 415 && resp.header("Accept").is_none() {
+            resp.push_header("Accept", ACCEPT);
+        }
         resp.push_header("Server", ua);
         if let Some((ct, b)) = body {
             resp.push_header("Content-Type", ct);
@@ -570,6 +690,8 @@ impl Endpoint {
                 Some(id) => {
                     if let Some(d) = self.dialogs.get_mut(&id) {
                         d.reinvite_pending = false;
+                        // RFC 4028 §10: the 2xx to a refresh restarts (or ends) the timer.
+                        d.timer = t.timer.map(|a| Running::start(a, now));
                         d.state = DialogState::WaitAck {
                             response: bytes.clone(),
                             next: (!reliable).then(|| now + T1),
@@ -606,6 +728,8 @@ impl Endpoint {
                             deadline: now + 64 * T1,
                         },
                         reinvite_pending: false,
+                        local_contact: resp.header("Contact").map(str::to_string),
+                        timer: t.timer.map(|a| Running::start(a, now)),
                     };
                     t.dialog = Some(id.clone());
                     self.dialogs.insert(id.clone(), dialog);
@@ -627,36 +751,65 @@ impl Endpoint {
         created
     }
 
-    /// Ends a dialog from our side with BYE (rtp timeout, shutdown, no ACK).
+    /// Ends a dialog from our side with BYE (rtp timeout, shutdown, no ACK, session expired).
     pub fn send_bye(&mut self, now: Instant, id: &DialogId) {
-        let Some(d) = self.dialogs.remove(id) else { return };
-        let branch = format!("z9hG4bK{}", self.random_token());
-        let local = d.peer.local;
+        let Some(mut d) = self.dialogs.remove(id) else { return };
+        let req = self.dialog_request(&mut d, id, "BYE");
+        self.send_request(now, ClientKind::Bye, id, &d, req);
+    }
+
+    /// RFC 4028 §7.4 as the refresher: an UPDATE without a body carrying the session interval
+    /// (RFC 3311 §5.1: with our Contact, it being a target refresh request).
+    fn send_refresh(&mut self, now: Instant, id: &DialogId) {
+        let Some(mut d) = self.dialogs.remove(id) else { return };
+        if let Some(agreed) = d.timer.map(|t| t.agreed) {
+            let mut req = self.dialog_request(&mut d, id, "UPDATE");
+            if let Some(contact) = &d.local_contact {
+                req.push_header("Contact", contact.clone());
+            }
+            req.push_header("Session-Expires", agreed.refresh_header());
+            req.push_header("Supported", SUPPORTED.join(", "));
+            self.send_request(now, ClientKind::Refresh, id, &d, req);
+        }
+        self.dialogs.insert(id.clone(), d);
+    }
+
+    /// A request inside dialog `d` with the next local CSeq (§12.2.1.1).
+    fn dialog_request(&mut self, d: &mut Dialog, id: &DialogId, method: &str) -> Message {
+        d.local_cseq += 1;
         let mut req = Message {
-            start: StartLine::Request { method: "BYE".into(), uri: d.remote_target.clone() },
+            start: StartLine::Request { method: method.into(), uri: d.remote_target.clone() },
             headers: Vec::new(),
             body: Vec::new(),
         };
-        let host = match local {
+        let host = match d.peer.local {
             SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
             SocketAddr::V4(a) => a.to_string(),
         };
+        let branch = format!("z9hG4bK{}", self.random_token());
         req.push_header("Via", format!("SIP/2.0/{} {host};branch={branch};rport", d.peer.transport.via_name()));
         req.push_header("Max-Forwards", "70");
         req.push_header("From", d.local_header.clone());
         req.push_header("To", d.remote_header.clone());
         req.push_header("Call-ID", id.call_id.clone());
-        req.push_header("CSeq", format!("{} BYE", d.local_cseq + 1));
+        req.push_header("CSeq", format!("{} {method}", d.local_cseq));
         for r in &d.route_set {
             req.push_header("Route", r.clone());
         }
         req.push_header("User-Agent", self.config.user_agent.clone());
+        req
+    }
+
+    /// Sends `req` and keeps its client transaction (Timer E retransmission on UDP, Timer F).
+    fn send_request(&mut self, now: Instant, kind: ClientKind, id: &DialogId, d: &Dialog, req: Message) {
+        let Some(branch) = req.top_via().and_then(|v| v.branch().map(str::to_string)) else { return };
         let bytes = req.to_bytes();
         let reliable = d.peer.transport.reliable();
         self.send(d.peer, d.dest, bytes.clone());
         self.clients.insert(
             branch,
             ClientTx {
+                kind,
                 dialog: id.clone(),
                 peer: d.peer,
                 dest: d.dest,
@@ -718,6 +871,28 @@ impl Endpoint {
             self.events.push_back(Event::AckTimeout { dialog: id });
         }
 
+        let mut expired = Vec::new();
+        let mut refresh = Vec::new();
+        for (id, d) in self.dialogs.iter_mut() {
+            let Some(t) = d.timer.as_mut() else { continue };
+            match t.agreed.refresher {
+                // RFC 4028 §10: the SRC's refresh did not come; the session is over.
+                Refresher::Uac if now >= t.give_up_at() => {
+                    d.timer = None;
+                    expired.push(id.clone());
+                }
+                Refresher::Uas if !t.refreshing && now >= t.refresh_at() => {
+                    t.refreshing = true;
+                    refresh.push(id.clone());
+                }
+                _ => {}
+            }
+        }
+        for id in refresh {
+            self.send_refresh(now, &id);
+        }
+        self.events.extend(expired.into_iter().map(|dialog| Event::SessionExpired { dialog }));
+
         let mut done = Vec::new();
         for (branch, c) in self.clients.iter_mut() {
             if now >= c.giveup {
@@ -732,8 +907,16 @@ impl Endpoint {
             }
         }
         for b in done {
-            if let Some(c) = self.clients.remove(&b) {
-                self.events.push_back(Event::ByeDone { dialog: c.dialog, code: None });
+            let Some(c) = self.clients.remove(&b) else { continue };
+            match c.kind {
+                ClientKind::Bye => self.events.push_back(Event::ByeDone { dialog: c.dialog, code: None }),
+                // Timer F on our refresh: the SRC is gone (RFC 4028 §10).
+                ClientKind::Refresh => {
+                    if let Some(d) = self.dialogs.get_mut(&c.dialog) {
+                        d.timer = None;
+                        self.events.push_back(Event::SessionExpired { dialog: c.dialog });
+                    }
+                }
             }
         }
     }
@@ -753,10 +936,15 @@ mod tests {
     }
 
     fn invite(branch: &str) -> String {
+        invite_with(branch, "")
+    }
+
+    /// The dialog-creating INVITE with `extra` header lines.
+    fn invite_with(branch: &str, extra: &str) -> String {
         format!(
             "INVITE sip:srs@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch={branch}\r\n\
 Max-Forwards: 70\r\nFrom: <sip:src@192.0.2.1>;tag=src1\r\nTo: <sip:srs@192.0.2.10>\r\n\
-Call-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:src@192.0.2.1:5070>;+sip.src\r\nRequire: siprec\r\n\
+Call-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:src@192.0.2.1:5070>;+sip.src\r\nRequire: siprec\r\n{extra}\
 Content-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n"
         )
     }
@@ -781,7 +969,11 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     }
 
     fn accept(ep: &mut Endpoint, now: Instant) -> (TxKey, DialogId) {
-        ep.handle_message(now, peer(Transport::Udp), invite("z9hG4bK1").as_bytes());
+        accept_invite(ep, now, &invite("z9hG4bK1"))
+    }
+
+    fn accept_invite(ep: &mut Endpoint, now: Instant, invite: &str) -> (TxKey, DialogId) {
+        ep.handle_message(now, peer(Transport::Udp), invite.as_bytes());
         let Some(Event::Invite { tx, .. }) = ep.poll_event() else { panic!("no invite") };
         let id = ep.respond_invite(now, &tx, 200, "OK", vec![], Some(("application/sdp".into(), b"v=0\r\n".to_vec())));
         (tx, id.unwrap())
@@ -796,7 +988,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     }
 
     #[test]
-    fn ack_lost_2xx_retransmitted_on_schedule_then_ack_timeout() {
+    fn ack_lost_2xx_retransmitted_then_bye() {
         let mut ep = ep();
         let t0 = crate::clock::now();
         accept(&mut ep, t0);
@@ -839,7 +1031,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     }
 
     #[test]
-    fn retransmitted_invite_after_200_gets_the_200_again() {
+    fn retransmitted_invite_after_200() {
         let mut ep = ep();
         let t0 = crate::clock::now();
         accept(&mut ep, t0);
@@ -868,7 +1060,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     }
 
     #[test]
-    fn cancel_racing_the_200_leaves_the_call_up() {
+    fn cancel_racing_the_200() {
         let mut ep = ep();
         let now = crate::clock::now();
         let (_, _id) = accept(&mut ep, now);
@@ -920,16 +1112,31 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
         ep.handle_message(now, peer(Transport::Udp), request("OPTIONS", "z9hG4bKo", None, 1).as_bytes());
         ep.handle_message(now, peer(Transport::Udp), request("FOO", "z9hG4bKf", None, 1).as_bytes());
         ep.handle_message(now, peer(Transport::Udp), request("REGISTER", "z9hG4bKr", None, 1).as_bytes());
-        let inv = invite("z9hG4bKq").replace("Require: siprec", "Require: siprec, 100rel");
+        let inv = invite("z9hG4bKq").replace("Require: siprec", "Require: siprec, 100rel, timer");
         ep.handle_message(now, peer(Transport::Udp), inv.as_bytes());
-        let mf0 = invite("z9hG4bKm").replace("Max-Forwards: 70", "Max-Forwards: 0");
-        ep.handle_message(now, peer(Transport::Udp), mf0.as_bytes());
         let out: Vec<String> = std::iter::from_fn(|| ep.poll_transmit()).map(|t| String::from_utf8(t.bytes).unwrap()).collect();
-        assert!(out[0].starts_with("SIP/2.0 200 OK") && out[0].contains("Allow: INVITE") && out[0].contains("Supported: siprec"));
+        assert!(out[0].starts_with("SIP/2.0 200 OK") && out[0].contains("Allow: INVITE") && out[0].contains("Supported: siprec, timer"));
         assert!(out[1].starts_with("SIP/2.0 501"));
         assert!(out[2].starts_with("SIP/2.0 405"));
-        assert!(out[3].starts_with("SIP/2.0 420") && out[3].contains("Unsupported: 100rel"));
-        assert!(out[4].starts_with("SIP/2.0 483"));
+        assert!(out[3].starts_with("SIP/2.0 420") && out[3].contains("Unsupported: 100rel\r\n"), "{}", out[3]);
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn max_forwards_zero_483() {
+        let mut ep = ep();
+        let now = crate::clock::now();
+        let mf0 = invite("z9hG4bKm").replace("Max-Forwards: 70", "Max-Forwards: 0");
+        ep.handle_message(now, peer(Transport::Udp), mf0.as_bytes());
+        assert_eq!(drain(&mut ep), vec!["SIP/2.0 483 Too Many Hops"]);
+        assert!(matches!(ep.poll_event(), Some(Event::Rejected { code: Some(483), .. })));
+        // A leading-zero count is not zero, and OPTIONS at zero probes the UAS itself.
+        let mf = invite("z9hG4bKn").replace("Max-Forwards: 70", "Max-Forwards: 0068");
+        ep.handle_message(now, peer(Transport::Udp), mf.as_bytes());
+        assert_eq!(drain(&mut ep), vec!["SIP/2.0 100 Trying"]);
+        let options = request("OPTIONS", "z9hG4bKo", None, 1).replace("Content-Length", "Max-Forwards: 0\r\nContent-Length");
+        ep.handle_message(now, peer(Transport::Udp), options.as_bytes());
+        assert_eq!(drain(&mut ep), vec!["SIP/2.0 200 OK"]);
     }
 
     #[test]
@@ -971,5 +1178,250 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
         ep.handle_message(t0 + T1, peer(Transport::Udp), ok.as_bytes());
         assert!(matches!(ep.poll_event(), Some(Event::ByeDone { code: Some(200), .. })));
         assert_eq!(ep.poll_timeout(), Some(t0 + 64 * T1), "only the accepted INVITE tx remains");
+    }
+    /// Every transmitted message in full.
+    fn drain_full(ep: &mut Endpoint) -> Vec<String> {
+        std::iter::from_fn(|| ep.poll_transmit()).map(|t| String::from_utf8(t.bytes).unwrap()).collect()
+    }
+
+    /// An in-dialog request from the SRC with `extra` header lines.
+    fn in_dialog(method: &str, branch: &str, id: &DialogId, cseq: u32, extra: &str) -> String {
+        request(method, branch, Some(&id.local_tag), cseq).replace("Content-Length", &format!("{extra}Content-Length"))
+    }
+
+    /// Runs every timer up to `until`, returning the events that came out.
+    fn run_until(ep: &mut Endpoint, until: Instant) -> Vec<Event> {
+        while let Some(t) = ep.poll_timeout().filter(|t| *t <= until) {
+            ep.handle_timeout(t);
+        }
+        std::iter::from_fn(|| ep.poll_event()).collect()
+    }
+
+    #[test]
+    fn second_reinvite_while_one_pending_500_with_retry_after() {
+        let mut ep = ep();
+        let now = crate::clock::now();
+        let (_, id) = accept(&mut ep, now);
+        ep.handle_message(now, peer(Transport::Udp), in_dialog("ACK", "z9hG4bK2", &id, 1, "").as_bytes());
+        drain(&mut ep);
+        while ep.poll_event().is_some() {}
+        ep.handle_message(now, peer(Transport::Udp), in_dialog("INVITE", "z9hG4bK3", &id, 2, "").as_bytes());
+        let Some(Event::ReInvite { tx, .. }) = ep.poll_event() else { panic!("no re-INVITE event") };
+        ep.handle_message(now, peer(Transport::Udp), in_dialog("INVITE", "z9hG4bK4", &id, 3, "").as_bytes());
+        let out = drain_full(&mut ep);
+        assert!(out[0].starts_with("SIP/2.0 100 Trying"));
+        // RFC 3261 §14.2: 500 with a Retry-After of 0 to 10 s.
+        assert!(out[1].starts_with("SIP/2.0 500 "), "{}", out[1]);
+        let retry: u32 = Message::parse(out[1].as_bytes()).unwrap().header("Retry-After").unwrap().parse().unwrap();
+        assert!(retry <= 10);
+        assert!(ep.poll_event().is_none(), "the second re-INVITE reaches no one");
+        // Once the first is answered, the next re-INVITE is served again.
+        ep.respond_invite(now, &tx, 200, "OK", vec![], None);
+        ep.handle_message(now, peer(Transport::Udp), in_dialog("INVITE", "z9hG4bK5", &id, 4, "").as_bytes());
+        assert!(matches!(ep.poll_event(), Some(Event::ReInvite { .. })));
+    }
+
+    #[test]
+    fn bye_before_ack() {
+        let mut ep = ep();
+        let t0 = crate::clock::now();
+        let (_, id) = accept(&mut ep, t0);
+        drain(&mut ep);
+        ep.handle_timeout(t0 + T1);
+        assert_eq!(drain(&mut ep), vec!["SIP/2.0 200 OK"], "the 2xx is being retransmitted");
+        ep.handle_message(t0 + T1, peer(Transport::Udp), in_dialog("BYE", "z9hG4bKb", &id, 2, "").as_bytes());
+        assert_eq!(drain(&mut ep), vec!["SIP/2.0 200 OK"]);
+        assert!(matches!(ep.poll_event(), Some(Event::Bye { .. })));
+        assert_eq!(ep.dialog_count(), 0);
+        // No more 2xx retransmissions and no ACK timeout for the ended dialog.
+        let events = run_until(&mut ep, t0 + 128 * T1);
+        assert!(drain(&mut ep).is_empty());
+        assert!(events.is_empty(), "{events:?}");
+        // The late ACK is absorbed silently.
+        ep.handle_message(t0 + 2 * T1, peer(Transport::Udp), in_dialog("ACK", "z9hG4bK2", &id, 1, "").as_bytes());
+        assert!(drain(&mut ep).is_empty() && ep.poll_event().is_none());
+    }
+
+    #[test]
+    fn rfc2543_invite_without_branch_matches_its_retransmission_and_cancel() {
+        let mut ep = ep();
+        let now = crate::clock::now();
+        let old = invite("x").replace(";branch=x", "");
+        ep.handle_message(now, peer(Transport::Udp), old.as_bytes());
+        assert!(matches!(ep.poll_event(), Some(Event::Invite { .. })));
+        ep.handle_message(now, peer(Transport::Udp), old.as_bytes());
+        assert!(ep.poll_event().is_none(), "retransmission absorbed");
+        let cancel = request("CANCEL", "x", None, 1).replace(";branch=x", "");
+        ep.handle_message(now, peer(Transport::Udp), cancel.as_bytes());
+        assert_eq!(
+            drain(&mut ep),
+            vec!["SIP/2.0 100 Trying", "SIP/2.0 100 Trying", "SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"]
+        );
+        assert!(matches!(ep.poll_event(), Some(Event::Cancelled { .. })));
+    }
+
+    #[test]
+    fn session_expires_below_min_se_422() {
+        let mut ep = ep();
+        let now = crate::clock::now();
+        ep.handle_message(now, peer(Transport::Udp), invite_with("z9hG4bK1", "Supported: timer\r\nSession-Expires: 60\r\n").as_bytes());
+        let out = drain_full(&mut ep);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].starts_with("SIP/2.0 422 Session Interval Too Small\r\n"), "{}", out[0]);
+        assert!(out[0].contains("\r\nMin-SE: 90\r\n"));
+        assert!(matches!(ep.poll_event(), Some(Event::Rejected { code: Some(422), .. })));
+        // A refresh asking for too little gets 422 too, and the timer is untouched.
+        let (_, id) = accept_invite(&mut ep, now, &invite_with("z9hG4bK2", "Supported: timer\r\nSession-Expires: 90\r\n"));
+        drain(&mut ep);
+        ep.handle_message(now, peer(Transport::Udp), in_dialog("UPDATE", "z9hG4bK3", &id, 2, "Session-Expires: 30\r\n").as_bytes());
+        assert_eq!(drain(&mut ep), vec!["SIP/2.0 422 Session Interval Too Small"]);
+        let events = run_until(&mut ep, now + Duration::from_secs(60));
+        assert!(events.iter().any(|e| matches!(e, Event::SessionExpired { .. })), "{events:?}");
+    }
+
+    #[test]
+    fn session_timer_confirmed_in_200_with_uac_refresher() {
+        let mut ep = ep();
+        let now = crate::clock::now();
+        accept_invite(&mut ep, now, &invite_with("z9hG4bK1", "Supported: timer\r\nSession-Expires: 1800\r\nMin-SE: 90\r\n"));
+        let ok = drain_full(&mut ep).pop().unwrap();
+        assert!(ok.starts_with("SIP/2.0 200 OK\r\n"));
+        assert!(ok.contains("\r\nSession-Expires: 1800;refresher=uac\r\n"), "{ok}");
+        assert!(ok.contains("\r\nRequire: timer\r\n"));
+        assert!(ok.contains("\r\nSupported: siprec, timer\r\n"));
+        // Without Session-Expires there is no timer and no Require.
+        let mut ep2 = self::ep();
+        accept(&mut ep2, now);
+        let ok = drain_full(&mut ep2).pop().unwrap();
+        assert!(!ok.contains("Session-Expires") && !ok.contains("Require"), "{ok}");
+    }
+
+    #[test]
+    fn session_expired_without_refresh() {
+        let mut ep = ep();
+        let t0 = crate::clock::now();
+        let (_, id) = accept_invite(&mut ep, t0, &invite_with("z9hG4bK1", "k: timer\r\nx: 300\r\n"));
+        ep.handle_message(t0, peer(Transport::Udp), in_dialog("ACK", "z9hG4bK2", &id, 1, "").as_bytes());
+        drain(&mut ep);
+        while ep.poll_event().is_some() {}
+        // RFC 4028 §10: BYE at expiry - min(32 s, 300/3 s) = 268 s.
+        assert!(run_until(&mut ep, t0 + Duration::from_millis(267_999)).is_empty());
+        assert_eq!(ep.poll_timeout(), Some(t0 + Duration::from_secs(268)));
+        let events = run_until(&mut ep, t0 + Duration::from_secs(268));
+        assert!(matches!(events.as_slice(), [Event::SessionExpired { dialog }] if *dialog == id), "{events:?}");
+        assert_eq!(ep.poll_timeout(), None, "reported once");
+        ep.send_bye(t0 + Duration::from_secs(268), &id);
+        assert!(drain(&mut ep)[0].starts_with("BYE sip:src@192.0.2.1:5070 SIP/2.0"));
+    }
+
+    #[test]
+    fn session_refresh_by_update_resets_timer() {
+        let mut ep = ep();
+        let t0 = crate::clock::now();
+        let (_, id) = accept_invite(&mut ep, t0, &invite_with("z9hG4bK1", "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n"));
+        ep.handle_message(t0, peer(Transport::Udp), in_dialog("ACK", "z9hG4bK2", &id, 1, "").as_bytes());
+        drain(&mut ep);
+        while ep.poll_event().is_some() {}
+        let t1 = t0 + Duration::from_secs(60);
+        ep.handle_message(t1, peer(Transport::Udp), in_dialog("UPDATE", "z9hG4bK3", &id, 2, "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n").as_bytes());
+        let ok = drain_full(&mut ep).pop().unwrap();
+        assert!(ok.starts_with("SIP/2.0 200 OK\r\n") && ok.contains("Session-Expires: 120;refresher=uac\r\n"), "{ok}");
+        assert!(matches!(ep.poll_event(), Some(Event::InDialog { .. })));
+        // 120 s less 32 s after the refresh, not after the INVITE.
+        assert!(run_until(&mut ep, t1 + Duration::from_millis(87_999)).is_empty());
+        let events = run_until(&mut ep, t1 + Duration::from_secs(88));
+        assert!(matches!(events.as_slice(), [Event::SessionExpired { .. }]), "{events:?}");
+    }
+
+    #[test]
+    fn session_refresh_by_reinvite_resets_timer() {
+        let mut ep = ep();
+        let t0 = crate::clock::now();
+        let (_, id) = accept_invite(&mut ep, t0, &invite_with("z9hG4bK1", "Supported: timer\r\nSession-Expires: 90\r\n"));
+        ep.handle_message(t0, peer(Transport::Udp), in_dialog("ACK", "z9hG4bK2", &id, 1, "").as_bytes());
+        drain(&mut ep);
+        while ep.poll_event().is_some() {}
+        let t1 = t0 + Duration::from_secs(45);
+        ep.handle_message(t1, peer(Transport::Udp), in_dialog("INVITE", "z9hG4bK3", &id, 2, "Supported: timer\r\nSession-Expires: 600\r\n").as_bytes());
+        let Some(Event::ReInvite { tx, .. }) = ep.poll_event() else { panic!("no re-INVITE") };
+        ep.respond_invite(t1, &tx, 200, "OK", vec![], Some(("application/sdp".into(), b"v=0\r\n".to_vec())));
+        let ok = drain_full(&mut ep).pop().unwrap();
+        assert!(ok.contains("Session-Expires: 600;refresher=uac\r\n") && ok.contains("Require: timer\r\n"), "{ok}");
+        ep.handle_message(t1, peer(Transport::Udp), in_dialog("ACK", "z9hG4bK4", &id, 2, "").as_bytes());
+        let events = run_until(&mut ep, t1 + Duration::from_secs(567));
+        assert!(events.iter().all(|e| !matches!(e, Event::SessionExpired { .. })), "{events:?}");
+        let events = run_until(&mut ep, t1 + Duration::from_secs(568));
+        assert!(matches!(events.as_slice(), [Event::SessionExpired { .. }]), "{events:?}");
+    }
+
+    #[test]
+    fn uas_refresher_sends_update_at_half_interval() {
+        let mut ep = ep();
+        let t0 = crate::clock::now();
+        // No Supported: timer (a proxy inserted Session-Expires): we refresh, without Require.
+        let inv = invite_with("z9hG4bK1", "Session-Expires: 200\r\n");
+        ep.handle_message(t0, peer(Transport::Udp), inv.as_bytes());
+        let Some(Event::Invite { tx, .. }) = ep.poll_event() else { panic!() };
+        let contact = ("Contact".to_string(), "<sip:srs@192.0.2.10:5060>".to_string());
+        let id = ep.respond_invite(t0, &tx, 200, "OK", vec![contact], None).unwrap();
+        let ok = drain_full(&mut ep).pop().unwrap();
+        assert!(ok.contains("Session-Expires: 200;refresher=uas\r\n") && !ok.contains("Require"), "{ok}");
+        ep.handle_message(t0, peer(Transport::Udp), in_dialog("ACK", "z9hG4bK2", &id, 1, "").as_bytes());
+        while ep.poll_event().is_some() {}
+        run_until(&mut ep, t0 + Duration::from_secs(100));
+        let update = drain_full(&mut ep).pop().unwrap();
+        assert!(update.starts_with("UPDATE sip:src@192.0.2.1:5070 SIP/2.0\r\n"), "{update}");
+        assert!(update.contains("Session-Expires: 200;refresher=uas\r\n"));
+        assert!(update.contains("Contact: <sip:srs@192.0.2.10:5060>\r\n"));
+        let m = Message::parse(update.as_bytes()).unwrap();
+        assert_eq!(m.cseq().map(|c| c.1), Some("UPDATE"));
+        // The SRC answers 200: the next refresh is due half an interval later.
+        let answer = m.response(200, "OK", None).to_bytes();
+        let t1 = t0 + Duration::from_secs(101);
+        ep.handle_message(t1, peer(Transport::Udp), &answer);
+        assert_eq!(ep.poll_timeout(), Some(t1 + Duration::from_secs(100)));
+        // The next one goes unanswered: Timer F ends the session.
+        let events = run_until(&mut ep, t1 + Duration::from_secs(100) + 64 * T1);
+        assert!(matches!(events.as_slice(), [Event::SessionExpired { .. }]), "{events:?}");
+    }
+
+    #[test]
+    fn refresh_refused_481_expires_the_session() {
+        let mut ep = ep();
+        let t0 = crate::clock::now();
+        let (_, id) = accept_invite(&mut ep, t0, &invite_with("z9hG4bK1", "Supported: timer\r\nSession-Expires: 100;refresher=uas\r\n"));
+        drain(&mut ep);
+        ep.handle_message(t0, peer(Transport::Udp), in_dialog("ACK", "z9hG4bK2", &id, 1, "").as_bytes());
+        while ep.poll_event().is_some() {}
+        run_until(&mut ep, t0 + Duration::from_secs(50));
+        let update = drain_full(&mut ep).pop().unwrap();
+        let m = Message::parse(update.as_bytes()).unwrap();
+        ep.handle_message(t0 + Duration::from_secs(50), peer(Transport::Udp), &m.response(481, "Gone", None).to_bytes());
+        assert!(matches!(ep.poll_event(), Some(Event::SessionExpired { .. })));
+    }
+
+    #[test]
+    fn ipv6_peer_gets_answers_and_bye_with_bracketed_hosts() {
+        let mut ep = ep();
+        let now = crate::clock::now();
+        let p6 = Peer {
+            transport: Transport::Udp,
+            remote: "[2001:db8::1]:40000".parse().unwrap(),
+            local: "[2001:db8::10]:5060".parse().unwrap(),
+            conn: None,
+        };
+        let inv = invite("z9hG4bK1")
+            .replace("192.0.2.1:5070;branch", "[2001:db8::1]:5070;branch")
+            .replace("<sip:src@192.0.2.1:5070>", "<sip:src@[2001:db8::1]:5070>");
+        ep.handle_message(now, p6, inv.as_bytes());
+        let Some(Event::Invite { tx, .. }) = ep.poll_event() else { panic!("IPv6 INVITE not accepted") };
+        // No rport: the answer goes to the source address and the Via port (§18.2.2).
+        assert_eq!(ep.poll_transmit().unwrap().dest, "[2001:db8::1]:5070".parse().unwrap());
+        let id = ep.respond_invite(now, &tx, 200, "OK", vec![], None).unwrap();
+        drain(&mut ep);
+        ep.send_bye(now, &id);
+        let bye = String::from_utf8(ep.poll_transmit().unwrap().bytes).unwrap();
+        assert!(bye.starts_with("BYE sip:src@[2001:db8::1]:5070 SIP/2.0\r\n"), "{bye}");
+        assert!(bye.contains("Via: SIP/2.0/UDP [2001:db8::10]:5060;branch=z9hG4bK"), "{bye}");
     }
 }

@@ -28,10 +28,8 @@ pub enum ParseError {
     /// A header line has no colon or an empty name.
     #[error("bad header line")]
     BadHeader,
-    /// The message is not valid UTF-8 in its header section.
-    #[error("header is not UTF-8")]
-    NotUtf8,
-    /// Content-Length is not a number.
+    /// Content-Length is not a non-negative number, or appears twice (RFC 3261 §20.14; RFC 4475
+    /// §3.1.2.3, §3.3.9: the receiver cannot know where the body ends).
     #[error("bad Content-Length")]
     BadContentLength,
     /// Content-Length says more bytes than the datagram carries (RFC 3261 §18.3: malformed).
@@ -43,6 +41,26 @@ pub enum ParseError {
     /// The message is larger than [`MAX_MESSAGE_SIZE`].
     #[error("message too large")]
     TooLarge,
+    /// A request line that is not `Method SP Request-URI SP SIP-Version` with single spaces
+    /// (RFC 3261 §7.1; RFC 4475 §3.1.2.8-10).
+    #[error("malformed request line")]
+    BadRequestLine,
+    /// The request names a SIP version other than 2.0: answered 505 (RFC 3261 §21.5.7).
+    #[error("SIP version not supported")]
+    UnsupportedVersion,
+    /// The Request-URI is not a URI, or a SIP URI with a bad host or escaped headers (RFC 3261
+    /// §19.1.1, RFC 5118 §4.2, §4.10; RFC 4475 §3.1.2.7, §3.1.2.11).
+    #[error("malformed Request-URI")]
+    BadRequestUri,
+    /// A header that may appear once appears more than once (RFC 3261 §7.3.1; RFC 4475 §3.3.8).
+    #[error("{0} appears more than once")]
+    DuplicateHeader(&'static str),
+    /// A header value does not follow its grammar (RFC 3261 §25.1; RFC 4475 §3.1.2).
+    #[error("malformed {0} header")]
+    BadHeaderValue(&'static str),
+    /// The CSeq method differs from the request method (RFC 3261 §8.1.1.5; RFC 4475 §3.1.2.17).
+    #[error("CSeq method does not match the request")]
+    CSeqMismatch,
 }
 
 /// First line of a message.
@@ -113,7 +131,8 @@ fn header_end(buf: &[u8]) -> Option<(usize, usize)> {
 
 /// For stream transports: the length of the first complete message in `buf`, `Ok(None)` if more
 /// bytes are needed. Leading CRLFs (RFC 5626 keep-alives) are part of no message and are reported
-/// as `Ok(Some(n))` with [`Framed::KeepAlive`].
+/// as `Ok(Some(n))` with [`Framed::KeepAlive`]. A missing, negative or repeated Content-Length
+/// cannot be framed (RFC 4475 §3.1.2.3, §3.3.9: the connection should be closed).
 pub fn frame(buf: &[u8]) -> Result<Option<Framed>, ParseError> {
     let crlf = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
     if crlf > 0 {
@@ -125,15 +144,19 @@ pub fn frame(buf: &[u8]) -> Result<Option<Framed>, ParseError> {
         }
         return Ok(None);
     };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::NotUtf8)?;
-    let mut length = 0usize;
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let mut length = None;
     for line in head.lines() {
         if let Some((name, value)) = line.split_once(':')
-            && header_is(name.trim(), "Content-Length") {
-                length = value.trim().parse().map_err(|_| ParseError::BadContentLength)?;
+            && header_is(name.trim(), "Content-Length")
+        {
+            if length.is_some() {
+                return Err(ParseError::BadContentLength);
             }
+            length = Some(value.trim().parse::<usize>().map_err(|_| ParseError::BadContentLength)?);
+        }
     }
-    let total = end + term + length;
+    let total = end + term + length.unwrap_or(0);
     if total > MAX_MESSAGE_SIZE {
         return Err(ParseError::TooLarge);
     }
@@ -152,24 +175,33 @@ pub enum Framed {
     Message(usize),
 }
 
+/// Headers that may appear at most once in a request (RFC 3261 §7.3.1, §20; Content-Length is
+/// checked while framing).
+const SINGLE_VALUED: &[&str] = &["Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type"];
+
 impl Message {
     /// Parses one message. On a datagram transport a body longer than Content-Length is cut to
-    /// it (RFC 3261 §18.3) and a shorter one is an error.
+    /// it (RFC 3261 §18.3; RFC 4475 §3.1.1.8) and a shorter one is an error. A request line
+    /// that is malformed but readable fails with the error that says why, so that
+    /// [`Message::parse_unchecked`] can still address a 400 or 505 to it.
     pub fn parse(buf: &[u8]) -> Result<Message, ParseError> {
-        let msg = Self::parse_unchecked(buf)?;
-        if let Some(v) = msg.header("Content-Length") {
-            // parse_unchecked already rejected a non-numeric value.
-            if v.trim().parse::<usize>().is_ok_and(|n| n > msg.body.len()) {
-                return Err(ParseError::BodyTruncated);
-            }
+        let (msg, problem) = Self::parse_inner(buf)?;
+        if let Some(p) = problem {
+            return Err(p);
         }
         msg.check_mandatory()?;
         Ok(msg)
     }
 
-    /// Like [`Message::parse`] but without the mandatory-header check: used to answer a broken
-    /// request with 400 when it still carries enough to address a response.
+    /// Like [`Message::parse`] but without the mandatory-header check and the strict reading of
+    /// the request line and Content-Length: used to answer a broken request with 400 when it
+    /// still carries enough to address a response.
     pub fn parse_unchecked(buf: &[u8]) -> Result<Message, ParseError> {
+        Self::parse_inner(buf).map(|(m, _)| m)
+    }
+
+    /// The message as best it can be read, and the first reason it is not well formed.
+    fn parse_inner(buf: &[u8]) -> Result<(Message, Option<ParseError>), ParseError> {
         if buf.len() > MAX_MESSAGE_SIZE {
             return Err(ParseError::TooLarge);
         }
@@ -177,12 +209,14 @@ impl Message {
         let start = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
         let buf = &buf[start..];
         let (end, term) = header_end(buf).ok_or(ParseError::Incomplete)?;
-        let head = std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::NotUtf8)?;
+        // Header values are UTF-8 (RFC 3261 §7.3.1), but a Latin-1 display name from an old
+        // PBX must not lose a recording: undecodable bytes become U+FFFD.
+        let head = String::from_utf8_lossy(&buf[..end]);
         let rest = &buf[end + term..];
 
         let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
         let first = lines.next().ok_or(ParseError::BadStartLine)?;
-        let start = parse_start_line(first)?;
+        let (start, mut problem) = parse_start_line(first)?;
 
         let mut headers: Vec<(String, String)> = Vec::new();
         for line in lines {
@@ -192,7 +226,9 @@ impl Message {
             if line.starts_with([' ', '\t']) {
                 // §7.3.1 folding: a continuation line belongs to the previous header.
                 let (_, value) = headers.last_mut().ok_or(ParseError::BadHeader)?;
-                value.push(' ');
+                if !value.is_empty() {
+                    value.push(' ');
+                }
                 value.push_str(line.trim());
                 continue;
             }
@@ -205,15 +241,24 @@ impl Message {
         }
 
         let mut msg = Message { start, headers, body: Vec::new() };
-        let body = match msg.header("Content-Length") {
-            Some(v) => {
-                let n: usize = v.trim().parse().map_err(|_| ParseError::BadContentLength)?;
+        let lengths: Vec<_> = msg.headers_named("Content-Length").map(|v| v.trim().parse::<usize>()).collect();
+        let body = match (lengths.first(), lengths.get(1)) {
+            (Some(&Ok(n)), None) => {
+                if n > rest.len() {
+                    problem.get_or_insert(ParseError::BodyTruncated);
+                }
                 &rest[..n.min(rest.len())]
             }
-            None => rest,
+            // RFC 3261 §18.3: without Content-Length a datagram's body runs to its end
+            // (RFC 4475 §3.4.1).
+            (None, _) => rest,
+            _ => {
+                problem.get_or_insert(ParseError::BadContentLength);
+                rest
+            }
         };
         msg.body = body.to_vec();
-        Ok(msg)
+        Ok((msg, problem))
     }
 
     fn check_mandatory(&self) -> Result<(), ParseError> {
@@ -224,6 +269,45 @@ impl Message {
         }
         if self.cseq().is_none() {
             return Err(ParseError::MissingHeader("CSeq"));
+        }
+        Ok(())
+    }
+
+    /// The grammar checks a UAS applies to a request before acting on it: single-valued
+    /// headers appear once, the CSeq method is the request's, every Via value and the
+    /// From/To/Contact name-addrs follow RFC 3261 §25.1, and a SIP Request-URI has a valid
+    /// host and no escaped headers. Kept apart from [`Message::parse`] so that the endpoint can
+    /// answer an unknown method 501 first (RFC 4475 §3.1.2.18).
+    pub fn check_request(&self) -> Result<(), ParseError> {
+        for name in SINGLE_VALUED {
+            if self.headers_named(name).nth(1).is_some() {
+                return Err(ParseError::DuplicateHeader(name));
+            }
+        }
+        if let (Some(method), Some((_, cseq_method))) = (self.method(), self.cseq())
+            && method != cseq_method
+        {
+            return Err(ParseError::CSeqMismatch);
+        }
+        if let Some(uri) = self.request_uri()
+            && !valid_request_uri(uri)
+        {
+            return Err(ParseError::BadRequestUri);
+        }
+        for v in self.headers_named("Via") {
+            if !list_elements(v).all(valid_via) {
+                return Err(ParseError::BadHeaderValue("Via"));
+            }
+        }
+        for name in ["From", "To"] {
+            if self.header(name).is_some_and(|v| !valid_name_addr(v)) {
+                return Err(ParseError::BadHeaderValue(name));
+            }
+        }
+        for v in self.headers_named("Contact") {
+            if v.trim() != "*" && !list_elements(v).all(valid_name_addr) {
+                return Err(ParseError::BadHeaderValue("Contact"));
+            }
         }
         Ok(())
     }
@@ -355,37 +439,92 @@ impl Message {
     }
 }
 
-fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
-    let line = line.trim_end();
+/// Reads a start line. A request line is read leniently (runs of whitespace, trailing blanks,
+/// LWS inside the Request-URI) so that a malformed one can still be answered; what is wrong
+/// with it comes back as the second value.
+fn parse_start_line(line: &str) -> Result<(StartLine, Option<ParseError>), ParseError> {
     if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
+        let rest = rest.trim_end();
         let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        // RFC 4475 §3.1.2.19: an overlarge status code is not a response; it is dropped.
         let code: u16 = code.parse().map_err(|_| ParseError::BadStartLine)?;
         if !(100..700).contains(&code) {
             return Err(ParseError::BadStartLine);
         }
-        return Ok(StartLine::Response { code, reason: reason.to_string() });
+        return Ok((StartLine::Response { code, reason: reason.to_string() }, None));
     }
-    let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let words: Vec<&str> = line.split_ascii_whitespace().collect();
+    let (Some(method), Some(version)) = (words.first(), words.last()) else {
         return Err(ParseError::BadStartLine);
     };
-    // §25.1: method is a token; the version must be SIP/2.0 (case-insensitive per §7.1).
-    if method.is_empty() || !method.bytes().all(is_token_char) || uri.is_empty() {
+    // §25.1: method is a token; anything not ending in a SIP version is not SIP at all.
+    let sip_version = version.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/"));
+    if words.len() < 3 || !method.bytes().all(is_token_char) || !sip_version {
         return Err(ParseError::BadStartLine);
     }
-    if !version.eq_ignore_ascii_case("SIP/2.0") {
-        return Err(ParseError::BadStartLine);
-    }
-    Ok(StartLine::Request { method: method.to_string(), uri: uri.to_string() })
+    let uri = words[1..words.len() - 1].concat();
+    let exact = line.split(' ').collect::<Vec<_>>();
+    let problem = if exact.len() != 3 || exact.iter().any(|w| w.is_empty() || w.contains(char::is_whitespace)) {
+        Some(ParseError::BadRequestLine)
+    } else if !version.eq_ignore_ascii_case("SIP/2.0") {
+        Some(ParseError::UnsupportedVersion)
+    } else if !valid_uri(&uri) {
+        Some(ParseError::BadRequestUri)
+    } else {
+        None
+    };
+    Ok((StartLine::Request { method: method.to_string(), uri }, problem))
 }
 
 fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 
-/// Splits a header value on commas that are not inside quotes or angle brackets.
-pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
+/// `scheme ":" rest` with no whitespace (RFC 3261 §25.1 `absoluteURI`, loosely).
+fn valid_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else { return false };
+    let mut s = scheme.bytes();
+    s.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && s.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && !rest.is_empty()
+        && !uri.contains(char::is_whitespace)
+}
+
+/// A Request-URI: any URI; a SIP(S) one must have a valid host (IPv6 in brackets, RFC 5118
+/// §4.2, §4.10) and no headers (RFC 4475 §3.1.2.11: escaped headers make no sense there).
+fn valid_request_uri(uri: &str) -> bool {
+    if !valid_uri(uri) {
+        return false;
+    }
+    let Some(rest) = strip_sip_scheme(uri) else { return true };
+    // The userinfo cannot contain '@' unescaped, so the first one ends it.
+    let hostpart = rest.split_once('@').map_or(rest, |(_, h)| h);
+    if hostpart.contains('?') {
+        return false;
+    }
+    let hostport = hostpart.split(';').next().unwrap_or(hostpart);
+    valid_hostport(hostport)
+}
+
+/// The part after `sip:` or `sips:` (case-insensitive), `None` for other schemes.
+pub fn strip_sip_scheme(uri: &str) -> Option<&str> {
+    let (scheme, rest) = uri.split_once(':')?;
+    (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")).then_some(rest)
+}
+
+/// `host[:port]` where host is a name, an IPv4 address or a bracketed IPv6 reference.
+fn valid_hostport(s: &str) -> bool {
+    let Some((host, _)) = split_host_port(s) else { return false };
+    if s.trim_start().starts_with('[') {
+        return host.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    // Names and IPv4 addresses; '_' is not in the grammar but real hosts carry it.
+    !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+}
+
+/// Splits a header value on commas that are not inside quotes or angle brackets, keeping empty
+/// elements (`a,,b` has three): for the grammar checks.
+fn list_elements(v: &str) -> impl Iterator<Item = &str> {
     let mut out = Vec::new();
     let (mut depth, mut quoted, mut start) = (0i32, false, 0usize);
     let bytes = v.as_bytes();
@@ -404,8 +543,139 @@ pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
         }
         i += 1;
     }
-    out.push(v[start..].trim());
-    out.into_iter().filter(|s| !s.is_empty())
+    out.push(v.get(start..).unwrap_or("").trim());
+    out.into_iter()
+}
+
+/// Splits a header value on commas that are not inside quotes or angle brackets.
+pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
+    list_elements(v).filter(|s| !s.is_empty())
+}
+
+/// Splits `;a=b;c="x;y"` on the semicolons outside quotes; the first item is what precedes the
+/// first semicolon.
+fn split_params(v: &str) -> impl Iterator<Item = &str> {
+    let mut out = Vec::new();
+    let (mut quoted, mut start) = (false, 0usize);
+    let bytes = v.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b';' if !quoted => {
+                out.push(&v[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(v.get(start..).unwrap_or(""));
+    out.into_iter()
+}
+
+/// Header parameters (`;name[=value]` after the value proper) have names; one trailing `;` is
+/// tolerated, an empty parameter between two is not (RFC 4475 §3.1.2.1).
+fn valid_params(params: &str) -> bool {
+    let items: Vec<&str> = split_params(params).skip(1).collect();
+    let last = items.len().saturating_sub(1);
+    items.iter().enumerate().all(|(i, p)| {
+        let name = p.split_once('=').map_or(*p, |(n, _)| n).trim();
+        if name.is_empty() {
+            return i == last && p.trim().is_empty();
+        }
+        name.bytes().all(is_token_char)
+    })
+}
+
+/// Balanced double quotes, backslash escapes honoured (RFC 3261 §25.1 `quoted-string`).
+fn quotes_balanced(v: &str) -> bool {
+    let mut quoted = false;
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            _ => {}
+        }
+    }
+    !quoted
+}
+
+/// One Via value: `SIP / 2.0 / transport sent-by *(;param)` (RFC 3261 §20.42, LWS allowed
+/// around the slashes) with a valid sent-by.
+fn valid_via(v: &str) -> bool {
+    via_parts(v).is_some_and(|(transport, sent_by, params)| {
+        transport.bytes().all(is_token_char) && valid_hostport(sent_by) && valid_params(params)
+    })
+}
+
+/// Transport, sent-by and parameters of a Via value, with LWS allowed around the slashes and
+/// before the parameters (RFC 3261 §25.1 `SLASH`, `SEMI`; RFC 4475 §3.1.1.1). The protocol
+/// name and version are not checked: a SIP/7.0 request must still be answerable with 505.
+fn via_parts(v: &str) -> Option<(&str, &str, &str)> {
+    let (name, rest) = v.trim().split_once('/')?;
+    let (version, rest) = rest.split_once('/')?;
+    let rest = rest.trim_start();
+    let end = rest.find(|c: char| c.is_whitespace() || c == ';').unwrap_or(rest.len());
+    let (transport, rest) = rest.split_at(end);
+    let (sent_by, params) = match rest.find(';') {
+        Some(i) => (rest[..i].trim(), &rest[i..]),
+        None => (rest.trim(), ""),
+    };
+    let empty = name.trim().is_empty() || version.trim().is_empty() || transport.is_empty();
+    (!empty).then_some((transport, sent_by, params))
+}
+
+/// A From/To/Contact value: `[display-name] <URI> *(;param)` or `addr-spec *(;param)`
+/// (RFC 3261 §20.10, §25.1). The display name is a quoted string or tokens (UTF-8 tolerated,
+/// RFC 4475 §3.1.2.15); the URI has no blanks (§3.1.2.14) and, without angle brackets, no `?`
+/// or `,` (§3.1.2.13). Quotes must balance (§3.1.2.6).
+fn valid_name_addr(v: &str) -> bool {
+    if !quotes_balanced(v) {
+        return false;
+    }
+    let v = v.trim();
+    let (display, uri, params) = match find_unquoted(v, b'<') {
+        Some(open) => {
+            let Some(close) = v[open..].find('>').map(|i| open + i) else { return false };
+            (v[..open].trim(), &v[open + 1..close], &v[close + 1..])
+        }
+        None => {
+            let uri_end = v.find(';').unwrap_or(v.len());
+            let uri = v[..uri_end].trim();
+            if uri.contains(['?', ',']) {
+                return false;
+            }
+            ("", uri, &v[uri_end..])
+        }
+    };
+    let display_ok = if display.starts_with('"') {
+        display.len() >= 2 && display.ends_with('"')
+    } else {
+        display.split_ascii_whitespace().all(|w| w.bytes().all(|b| !b.is_ascii() || is_token_char(b)))
+    };
+    display_ok && valid_uri(uri) && (params.trim().is_empty() || params.trim_start().starts_with(';')) && valid_params(params)
+}
+
+/// Index of the first `byte` outside double quotes.
+fn find_unquoted(v: &str, byte: u8) -> Option<usize> {
+    let mut quoted = false;
+    let bytes = v.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b if b == byte && !quoted => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The header parameters of a name-addr or addr-spec value (after `>` if there is one).
@@ -433,9 +703,10 @@ pub fn name_addr_display(v: &str) -> Option<&str> {
     (!d.is_empty()).then_some(d)
 }
 
-/// Value of `name` in a `;a=b;c` parameter list (case-insensitive name). A flag yields `""`.
+/// Value of `name` in a `;a=b;c` parameter list (case-insensitive name, blanks around `=`
+/// allowed). A flag yields `""`.
 pub fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    params.split(';').map(str::trim).find_map(|p| {
+    split_params(params).skip(1).map(str::trim).find_map(|p| {
         let (n, v) = p.split_once('=').unwrap_or((p, ""));
         n.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"'))
     })
@@ -451,15 +722,9 @@ pub struct Via<'a> {
 }
 
 impl<'a> Via<'a> {
+    /// Reads one Via value (see [`via_parts`] for the tolerated blanks).
     pub fn parse(v: &'a str) -> Option<Via<'a>> {
-        let v = v.trim();
-        let (proto, rest) = v.split_once(|c: char| c.is_whitespace())?;
-        let transport = proto.rsplit('/').next()?.trim();
-        let rest = rest.trim_start();
-        let (sent_by, params) = match rest.find(';') {
-            Some(i) => (rest[..i].trim(), &rest[i..]),
-            None => (rest, ""),
-        };
+        let (transport, sent_by, params) = via_parts(v)?;
         let (host, port) = split_host_port(sent_by)?;
         Some(Via { transport, host, port, params })
     }
@@ -473,11 +738,13 @@ impl<'a> Via<'a> {
         param(self.params, "rport").is_some()
     }
 
-    /// The sent-by as text (`host:port`), the transaction key's second half (§17.2.3).
+    /// The sent-by as text (`host:port`, IPv6 in brackets), the transaction key's second half
+    /// (§17.2.3).
     pub fn sent_by(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.to_string() };
         match self.port {
-            Some(p) => format!("{}:{p}", self.host),
-            None => self.host.to_string(),
+            Some(p) => format!("{host}:{p}"),
+            None => host,
         }
     }
 }
@@ -627,5 +894,87 @@ l: 4\r\n\r\nv=0\r\nEXTRA";
             let _ = frame(&INVITE.as_bytes()[..len]);
         }
         let _ = Message::parse(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']);
+    }
+    #[test]
+    fn ipv6_references_in_via_and_uris() {
+        let via = Via::parse("SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKv6;received=[2001:db8::9:255]").unwrap();
+        assert_eq!((via.host, via.port), ("2001:db8::9:1", Some(6050)));
+        assert_eq!(via.sent_by(), "[2001:db8::9:1]:6050");
+        assert_eq!(via.branch(), Some("z9hG4bKv6"));
+        assert_eq!(split_host_port("[2001:db8::10:5070]"), Some(("2001:db8::10:5070", None)), "RFC 5118 §4.3: no port");
+        assert!(valid_request_uri("sip:[2001:db8::10]:5070"));
+        assert!(valid_request_uri("sip:user@[::ffff:192.0.2.10]"));
+        assert!(valid_request_uri("sip:user@[2001:db8::192.0.2.1]"));
+        assert!(!valid_request_uri("sip:2001:db8::10"), "RFC 5118 §4.2: brackets required");
+        assert!(!valid_request_uri("sip:user@[2001:db8:::192.0.2.1]"), "RFC 5118 §4.10: three colons");
+        assert!(valid_name_addr("\"Desk\" <sip:desk@[2001:db8::1]:5062>;tag=x"));
+    }
+
+    #[test]
+    fn via_with_blanks_around_slashes_and_parameters() {
+        let via = Via::parse("SIP  /   2.0 /UDP 198.51.100.2;branch=8f3lk").unwrap();
+        assert_eq!((via.transport, via.host, via.port), ("UDP", "198.51.100.2", None));
+        let v = "SIP  / 2.0  / TCP     spindle.example.org   ; branch  =   z9hG4bK77a  , SIP / 2.0 / UDP 203.0.113.8 ; branch= z9hG4bK77b";
+        let tops: Vec<_> = split_list(v).map(|e| Via::parse(e).unwrap()).collect();
+        assert_eq!(tops[0].branch(), Some("z9hG4bK77a"));
+        assert_eq!((tops[1].host, tops[1].branch()), ("203.0.113.8", Some("z9hG4bK77b")));
+        assert!(list_elements(v).all(valid_via));
+        assert!(!list_elements("SIP/2.0/UDP 198.51.100.15;;,;,,").all(valid_via));
+    }
+
+    #[test]
+    fn request_line_problems_are_named_but_still_addressable() {
+        let base = "INVITE sip:srs@example.net SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bKr\r\n\
+From: <sip:a@example.net>;tag=1\r\nTo: <sip:srs@example.net>\r\nCall-ID: r1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let cases = [
+            ("INVITE  sip:srs@example.net  SIP/2.0", ParseError::BadRequestLine),
+            ("INVITE sip:srs@example.net SIP/2.0 ", ParseError::BadRequestLine),
+            ("INVITE sip:srs@example.net; lr SIP/2.0", ParseError::BadRequestLine),
+            ("INVITE <sip:srs@example.net> SIP/2.0", ParseError::BadRequestUri),
+            ("INVITE sip:srs@example.net SIP/3.0", ParseError::UnsupportedVersion),
+        ];
+        for (line, err) in cases {
+            let text = base.replacen("INVITE sip:srs@example.net SIP/2.0", line, 1);
+            assert_eq!(Message::parse(text.as_bytes()), Err(err), "{line}");
+            assert_eq!(Message::parse_unchecked(text.as_bytes()).unwrap().method(), Some("INVITE"), "{line}");
+        }
+        let bad_cl = base.replace("Content-Length: 0", "Content-Length: -3");
+        assert_eq!(Message::parse(bad_cl.as_bytes()), Err(ParseError::BadContentLength));
+        let two_cl = base.replace("Content-Length: 0", "Content-Length: 0\r\nl: 0");
+        assert_eq!(Message::parse(two_cl.as_bytes()), Err(ParseError::BadContentLength));
+        assert_eq!(frame(two_cl.as_bytes()), Err(ParseError::BadContentLength));
+    }
+
+    #[test]
+    fn name_addr_grammar() {
+        for ok in [
+            "caller<sip:caller@example.org>;tag=9",
+            "\"J \\\"Q\\\" Public\" <sip:jq@example.org> ; tag = 5",
+            "sip:x@example.org;tag=1;",
+            "<sip:x@example.org?Subject=hi>",
+            "Müller <sip:m@example.org>",
+            "isbn:9780000000000",
+        ] {
+            assert!(valid_name_addr(ok), "{ok}");
+        }
+        for bad in [
+            "\"Unclosed <sip:x@example.org>",
+            "Smith, Jo <sip:x@example.org>",
+            "< sip:x@example.org >",
+            "sip:x@example.org?Route=%3Csip:y%3E",
+            "<sip:x@example.org>;;;",
+        ] {
+            assert!(!valid_name_addr(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn latin1_header_bytes_do_not_lose_the_message() {
+        let mut bytes = INVITE.replace("f: \"SBC\"", "f: \"M\u{fc}ller\"").into_bytes();
+        let at = bytes.windows(2).position(|w| w == "ü".as_bytes()).unwrap();
+        bytes.splice(at..at + 2, [0xfc]);
+        let m = Message::parse(&bytes).unwrap();
+        assert_eq!(m.tag("From"), Some("abc"));
+        assert!(frame(&bytes).is_ok());
     }
 }

@@ -113,6 +113,36 @@ pub fn parse_offer(
     }
 }
 
+/// The metadata an in-dialog request carries (re-INVITE, UPDATE, INFO): a multipart body with
+/// a metadata part, or a bare metadata document (RFC 7866 §9.1). Anything else, or a multipart
+/// body that cannot be read as an offer, is [`MetadataOutcome::Absent`]. Used by the runtime
+/// when such a request arrives and by crash recovery to replay the updates kept in `call.json`.
+pub fn metadata_update(content_type: Option<&str>, body: &[u8], limits: &OfferLimits) -> MetadataOutcome {
+    let mime = content_type.map(multipart::mime_type);
+    match mime.as_deref() {
+        Some(t) if METADATA_TYPES.contains(&t) => {
+            if body.len() > limits.max_metadata_bytes {
+                return MetadataOutcome::Invalid {
+                    error: "metadata update over metadata.max_size".into(),
+                    raw: String::new(),
+                };
+            }
+            match metadata::parse_metadata(body) {
+                Ok(m) => MetadataOutcome::Parsed(m),
+                Err(e) => MetadataOutcome::Invalid {
+                    error: e.to_string(),
+                    raw: String::from_utf8_lossy(body).into(),
+                },
+            }
+        }
+        Some("multipart/mixed") => match parse_offer(content_type, body, limits) {
+            Ok(o) => o.metadata,
+            Err(_) => MetadataOutcome::Absent,
+        },
+        _ => MetadataOutcome::Absent,
+    }
+}
+
 fn parse_parts(parts: &[multipart::Part<'_>], limits: &OfferLimits) -> Result<Offer, OfferError> {
     let is_type = |p: &multipart::Part<'_>, types: &[&str]| {
         p.content_type

@@ -195,6 +195,8 @@ pub struct Gateway {
     udp: SocketAddr,
     tcp: SocketAddr,
     root: tempfile::TempDir,
+    /// The logs of the gateways this one was restarted from, printed with its own on failure.
+    previous_log: String,
 }
 
 impl Gateway {
@@ -202,12 +204,17 @@ impl Gateway {
     /// or single keys: `[media]\nrtp_timeout = "2s"` keeps the other `[media]` keys), and
     /// waits until both listeners are bound.
     pub fn start(extra_toml: &str) -> Gateway {
-        let root = tempfile::tempdir().expect("temp dir");
+        Gateway::start_in(tempfile::tempdir().expect("temp dir"), extra_toml)
+    }
+
+    /// As [`Gateway::start`], with `root` holding the config, output and spool directories
+    /// (those of a previous gateway, see [`Gateway::restart`]).
+    pub fn start_in(root: tempfile::TempDir, extra_toml: &str) -> Gateway {
         let (first, last) = rtp_port_range();
         let base = format!(
             "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n\
              [media]\nrtp_ports = \"{first}-{last}\"\nbind_address = \"127.0.0.1\"\n\
-             [output]\ndir = {:?}\n[spool]\ndir = {:?}\n",
+             [output]\ndir = {:?}\n[spool]\ndir = {:?}\nmin_free = \"0\"\n",
             root.path().join("output"),
             root.path().join("spool"),
         );
@@ -250,6 +257,7 @@ impl Gateway {
             udp: SocketAddr::from(([0, 0, 0, 0], 0)),
             tcp: SocketAddr::from(([0, 0, 0, 0], 0)),
             root,
+            previous_log: String::new(),
         };
         let listening = gateway.log.wait(START_TIMEOUT, |s| {
             let addr = |transport: &str| {
@@ -329,6 +337,24 @@ impl Gateway {
         assert!(status.success(), "kill -TERM failed: {status}");
     }
 
+    /// Kills the process with SIGKILL, as a crash would stop it (no drain, nothing flushed), and
+    /// waits for it.
+    pub fn kill9(&mut self) -> ExitStatus {
+        self.child.kill().expect("kill -9 the gateway");
+        self.child.wait().expect("wait for the gateway")
+    }
+
+    /// Starts a new gateway on this one's directories (spool and output kept), after killing
+    /// this one if it still runs. This gateway's log is printed first if the test fails later.
+    pub fn restart(mut self, extra_toml: &str) -> Gateway {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let root = std::mem::replace(&mut self.root, tempfile::tempdir().expect("temp dir"));
+        let mut next = Gateway::start_in(root, extra_toml);
+        next.previous_log = format!("{}{}\n---- restarted ----\n", self.previous_log, self.log.text());
+        next
+    }
+
     /// Waits for the process to exit (its stderr closes) and returns how it exited.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         if self.log.wait(timeout, |s| s.closed.then_some(())).is_none() {
@@ -365,6 +391,15 @@ impl Gateway {
     }
 
     /// Files anywhere under `dir`, relative to it, sorted.
+    /// Recordings (and their files) still in the spool: everything but the spool's own
+    /// bookkeeping (`journal.log`, `recording-settings.json`).
+    pub fn spool_leftovers(&self) -> Vec<String> {
+        Gateway::files_under(&self.spool_dir())
+            .into_iter()
+            .filter(|f| f != "journal.log" && f != "recording-settings.json")
+            .collect()
+    }
+
     pub fn files_under(dir: &Path) -> Vec<String> {
         fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
             let Ok(entries) = std::fs::read_dir(dir) else {
@@ -395,7 +430,8 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
-                "---- siprec-gateway log ----\n{}\n---- end of log ----",
+                "---- siprec-gateway log ----\n{}{}\n---- end of log ----",
+                self.previous_log,
                 self.log.text()
             );
         }
@@ -424,6 +460,20 @@ pub fn capture_sip_session_id(name: &str) -> String {
             .find("</sipSessionID>")
             .expect("closed sipSessionID");
     text[start..end].to_owned()
+}
+
+/// Starts `siprec-gateway replay pcaps/<name> --target <target> --speed 1` over UDP without
+/// waiting for it (stdout and stderr piped), for tests that stop the gateway during the call.
+pub fn spawn_replay(name: &str, target: SocketAddr) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_siprec-gateway"))
+        .arg("replay")
+        .arg(capture(name))
+        .args(["--target", &target.to_string(), "--speed", "1", "--transport", "udp"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn siprec-gateway replay")
 }
 
 /// Runs `siprec-gateway replay pcaps/<name> --target <target> --speed 1` (over TCP if `tcp`),
