@@ -71,8 +71,9 @@ pub struct MediaConfig {
     pub rtp_ports: PortRange,
     /// Address put in the answer's c= line; default: the address the INVITE arrived on.
     pub advertised_address: Option<IpAddr>,
-    /// Address RTP sockets bind to.
-    pub bind_address: IpAddr,
+    /// Address RTP sockets bind to; default: the unspecified address of the advertised
+    /// address's family (`0.0.0.0` or `::`).
+    pub bind_address: Option<IpAddr>,
     /// No packet on any stream of a call for this long ends the call.
     #[serde(deserialize_with = "de_duration")]
     pub rtp_timeout: Duration,
@@ -88,7 +89,7 @@ impl Default for MediaConfig {
         MediaConfig {
             rtp_ports: PortRange { first: 20000, last: 29999 },
             advertised_address: None,
-            bind_address: IpAddr::from([0, 0, 0, 0]),
+            bind_address: None,
             rtp_timeout: Duration::from_secs(120),
             reorder_window: Duration::from_millis(60),
             max_streams: 16,

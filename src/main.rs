@@ -117,12 +117,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Serve { config } => {
             init_tracing();
-            let config = match config {
-                Some(path) => Config::load(&path).with_context(|| format!("{}", path.display()))?,
+            let config_path = config;
+            let config = match &config_path {
+                Some(path) => Config::load(path).with_context(|| format!("{}", path.display()))?,
                 None => Config::default(),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(runtime::run(config, shutdown_signal()))?;
+            rt.block_on(runtime::run(config, config_path, shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench(opts) => {

@@ -37,7 +37,7 @@ pub struct CallSummary<'a> {
     pub metadata: &'a MetadataOutcome,
     /// INVITE headers selected by `metadata.carry_headers`, as received.
     pub sip_headers: &'a [(String, String)],
-    /// Why the recording ended (`bye`, `rtp-timeout`, `shutdown`, `no-ack`).
+    /// Why the recording ended (`session::EndReason::as_str`).
     pub end_reason: &'a str,
     /// The gateway's own notes (problems met on the way).
     pub notes: &'a [String],

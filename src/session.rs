@@ -198,6 +198,8 @@ pub struct Session {
     pub phase: Phase,
     /// What `call.json` holds.
     pub record: CallRecord,
+    /// Why no audio is stored for this call (Tethr's recording settings exclude its agent).
+    pub skipped: Option<String>,
 }
 
 impl Session {

@@ -63,6 +63,21 @@ fn cancel_after_the_200_gets_200_and_the_call_is_still_recorded() {
 }
 
 #[test]
+fn bodiless_reinvite_gets_our_sdp_as_offer_and_the_call_goes_on() {
+    let gw = Gateway::start("");
+    // The scenario checks the 200 to the re-INVITE carries an SDP offer and answers it in the
+    // ACK; a 488 (the old behaviour) fails sipp's call.
+    let done = SippCall::new("src_reinvite_refresh.xml")
+        .pause_ms(300)
+        .start(gw.udp_addr())
+        .finish();
+    let rec = gw.wait_for_recording(1, WAIT);
+    assert_eq!(rec.info["sessionId"], done.call_id());
+    assert_eq!(rec.info["metaData"]["gateway"]["endReason"], "bye", "{:#}", rec.info);
+    assert_eq!(rec.wav.channels.len(), 2);
+}
+
+#[test]
 fn unacknowledged_200_is_retransmitted_until_the_ack() {
     let gw = Gateway::start("");
     let done = SippCall::new("src_no_ack.xml")

@@ -127,3 +127,67 @@ async fn upload_answered_503_is_retried_and_delivered_once() {
     );
     assert_eq!(log.matches("recording delivered").count(), 1, "{log}");
 }
+
+/// A rotated client secret is written into the config file and the gateway gets SIGHUP: the
+/// recording that could not be delivered with the old secret goes out with the new one, with
+/// no restart and no call dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_secret_is_picked_up_on_sighup() {
+    let behaviour = Behaviour::default();
+    let standin = TethrStandIn::start(behaviour.clone()).await;
+    let stale = Behaviour { client_secret: "expired-secret".into(), ..behaviour.clone() };
+    let config = tethr_config(&standin, &stale);
+    let fresh = tethr_config(&standin, &behaviour);
+    let gw = tokio::task::spawn_blocking(move || {
+        let gw = Gateway::start(&config);
+        gateway::replay(CAPTURE, gw.udp_addr(), false);
+        gw.wait_for_log("recording finished", WAIT);
+        // The token request with the old secret is refused; the recording waits in pending/.
+        gw.wait_for_log("will retry", WAIT);
+        let text = std::fs::read_to_string(gw.config_path()).expect("config");
+        let start = text.find("[tethr]").expect("[tethr] in the harness config");
+        let end = text[start + 1..].find("\n[").map_or(text.len(), |i| start + 1 + i);
+        let rotated = format!("{}{}{}", &text[..start], fresh, &text[end..]);
+        std::fs::write(gw.config_path(), rotated).expect("rewrite config");
+        gw.sighup();
+        gw.wait_for_log("Tethr credentials reloaded", WAIT);
+        gw.wait_for_log("recording delivered", WAIT);
+        gw
+    })
+    .await
+    .expect("harness thread");
+    assert_eq!(standin.uploads().len(), 1, "delivered exactly once after the reload");
+    stop_and_check_spool(gw).await;
+}
+
+/// With `honour_recording_settings`, a call whose agent Tethr lists as `Disabled` is answered
+/// like any other (the SRC sees 200 and BYE 200) but nothing is stored or sent, and the spool
+/// journal says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_of_an_agent_disabled_in_recording_settings_is_answered_but_not_stored() {
+    // The capture's second participant (the agent by the mapping rule) is +15559870002.
+    let behaviour = Behaviour {
+        recording_settings: Some(serde_json::json!([
+            {"refType": "Agent", "source": "Chaz", "lookupId": "+15559870002", "recordingSetting": "Disabled"},
+            {"refType": "Agent", "source": "Chaz", "lookupId": "1001", "recordingSetting": "None"}
+        ])),
+        ..Behaviour::default()
+    };
+    let standin = TethrStandIn::start(behaviour.clone()).await;
+    let config = format!("{}honour_recording_settings = true\n", tethr_config(&standin, &behaviour));
+    let gw = tokio::task::spawn_blocking(move || {
+        let gw = Gateway::start(&config);
+        gw.wait_for_log("fetched Tethr's recording settings", WAIT);
+        gateway::replay(CAPTURE, gw.udp_addr(), false);
+        gw.wait_for_log("nothing stored", WAIT);
+        gw
+    })
+    .await
+    .expect("harness thread");
+    let journal = std::fs::read_to_string(gw.spool_dir().join("journal.log")).expect("journal");
+    assert!(journal.contains(" skipped "), "journal says the call was skipped:\n{journal}");
+    assert!(!journal.contains(" recorded "), "nothing was recorded:\n{journal}");
+    let gw = stop_and_check_spool(gw).await;
+    assert!(standin.uploads().is_empty(), "nothing uploaded");
+    drop(gw);
+}

@@ -74,6 +74,8 @@ const SECRET_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 const AUX_STOP_LIMIT: Duration = Duration::from_secs(6);
 
 /// Where finished recordings go.
+// Built once at start and moved into the worker: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Sink {
     /// `<dir>/<name>.wav` and `<dir>/<name>.json` (the json is exactly info.json).

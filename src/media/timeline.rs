@@ -249,14 +249,24 @@ impl Timeline {
             let at = self.frontier.rem_euclid(self.ring_len) as usize;
             let first = at..(at + frames).min(self.ring_len as usize);
             let second = 0..frames - first.len();
-            let out = &mut self.out[..frames * nch];
-            for (c, ch) in self.channels.iter_mut().enumerate() {
-                let samples = ch.ring[first.clone()].iter().chain(&ch.ring[second.clone()]);
-                for (frame, s) in out.chunks_exact_mut(nch).zip(samples) {
-                    frame[c] = *s;
+            let (head, tail) = self.out[..frames * nch].split_at_mut(first.len() * nch);
+            for (out, run) in [(head, first), (tail, second)] {
+                if let [a, b] = &mut self.channels[..] {
+                    // Two channels, the usual call: one pass that interleaves both.
+                    for ((frame, x), y) in out.chunks_exact_mut(2).zip(&a.ring[run.clone()]).zip(&b.ring[run.clone()]) {
+                        frame[0] = *x;
+                        frame[1] = *y;
+                    }
+                } else {
+                    for (c, ch) in self.channels.iter().enumerate() {
+                        for (frame, s) in out.chunks_exact_mut(nch).zip(&ch.ring[run.clone()]) {
+                            frame[c] = *s;
+                        }
+                    }
                 }
-                ch.ring[first.clone()].fill(0);
-                ch.ring[second.clone()].fill(0);
+                for ch in &mut self.channels {
+                    ch.ring[run.clone()].fill(0);
+                }
             }
             self.frontier += frames as i64;
             sink(&self.out[..frames * nch])?;

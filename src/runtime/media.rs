@@ -52,7 +52,8 @@ pub struct CallSetup {
     pub t0: Instant,
     pub window: Duration,
     pub rtp_timeout: Duration,
-    pub file: File,
+    /// Where the audio goes; `None` records nothing (the call is answered, its packets drained).
+    pub file: Option<File>,
     pub path: PathBuf,
     pub channels: usize,
     pub streams: Vec<StreamSetup>,
@@ -231,19 +232,23 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                             );
                         }
                     }
-                    let wav = match WavWriter::new(BufWriter::with_capacity(64 * 1024, setup.file), setup.channels as u16, SAMPLE_RATE) {
-                        Ok(w) => Some(w),
-                        Err(e) => {
-                            error!(path = %setup.path.display(), error = %e, "cannot write recording header");
-                            None
+                    // No file: the call is answered but not stored (Tethr's recording settings).
+                    let recorded = setup.file.is_some();
+                    let wav = setup.file.and_then(|file| {
+                        match WavWriter::new(BufWriter::with_capacity(64 * 1024, file), setup.channels as u16, SAMPLE_RATE) {
+                            Ok(w) => Some(w),
+                            Err(e) => {
+                                error!(path = %setup.path.display(), error = %e, "cannot write recording header");
+                                None
+                            }
                         }
-                    };
+                    });
                     calls.insert(
                         setup.key,
                         Call {
                             session_id: setup.session_id,
                             timeline: Timeline::new(setup.t0, SAMPLE_RATE, setup.channels, setup.window),
-                            error: wav.is_none().then(|| "cannot write WAV header".to_string()),
+                            error: (recorded && wav.is_none()).then(|| "cannot write WAV header".to_string()),
                             wav,
                             tokens,
                             last_activity: setup.t0,

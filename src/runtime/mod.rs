@@ -16,6 +16,7 @@ pub mod transport;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::clock::{self, Epoch};
 use crate::config::{Config, ListenTransport};
-use crate::delivery::{self, DeliveryHandle, Secret, Sink, Spool, TethrSettings};
+use crate::delivery::{self, DeliveryHandle, SettingsDecision, Sink, Spool, TethrSettings};
 use crate::mapping::{self, CallSummary, ChannelSummary};
 use crate::media::ports::PortAllocator;
 use crate::session::{self, EndReason, Phase, Session};
@@ -58,7 +59,11 @@ pub enum RuntimeError {
 
 /// Runs the gateway until `shutdown` resolves, then drains: new INVITEs get 503, active calls
 /// have `service.shutdown_grace` to end, then are ended with BYE and finalized.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
+///
+/// `config_path` is the file the config came from: on SIGHUP it is read again and the Tethr
+/// credentials in it (a rotated secret, or its file) replace the old ones without dropping
+/// calls or uploads. Other keys need a restart.
+pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
     let config = Arc::new(config);
     media::raise_fd_limit();
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
@@ -94,12 +99,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let _ = tokio::task::spawn_blocking(move || delivery::recover(&recovering, &limits)).await;
     let sink = match &config.tethr {
         Some(t) => {
-            let mut s = TethrSettings::new(t.url.clone(), t.client_id.clone(), Secret::new(t.secret()?));
-            s.timeout = t.timeout;
-            s.retry_initial = t.retry_initial;
-            s.retry_max = t.retry_max;
             info!(url = %t.url, "delivering recordings to Tethr");
-            Sink::Tethr(s)
+            Sink::Tethr(TethrSettings::from_config(t)?)
         }
         None => {
             info!(dir = %config.output.dir.display(), "no [tethr] configured: writing recordings to the local directory");
@@ -110,6 +111,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (delivery, delivery_task) = delivery::start(Spool::open(&config.spool.dir)?, sink, async move {
         let _ = stop_delivery_rx.await;
     });
+
+    tasks.spawn(reload_on_sighup(config_path, delivery.clone()));
+    tasks.spawn(watch_disk(spool.clone(), config.spool.min_free, delivery.clone()));
 
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (media, media_thread) = media::start(media_tx).map_err(RuntimeError::Media)?;
@@ -380,9 +384,10 @@ impl Signalling {
                 return self.refuse(&tx, r.code, r.reason, Vec::new());
             }
         };
+        let address = self.media_address(&peer);
         let mut sockets = Vec::with_capacity(plans.len());
         for _ in &plans {
-            match self.bind_pair() {
+            match self.bind_pair(address.is_ipv6()) {
                 Some(s) => sockets.push(s),
                 None => {
                     for (p, _, _) in &sockets {
@@ -399,8 +404,16 @@ impl Signalling {
         }
         let ports: Vec<u16> = sockets.iter().map(|s| s.0).collect();
         let name = self.unique_name(&call_id);
+        let labels: Vec<Option<String>> = plans.iter().map(|p| p.label.clone()).collect();
+        let skipped = self.settings_say_skip(&offer.metadata, &labels);
         let path = self.spool.active_dir(&name).join("audio.wav");
-        let file = std::fs::create_dir_all(self.spool.active_dir(&name)).and_then(|_| std::fs::File::create(&path));
+        let file = match &skipped {
+            // Answered like any call, but no audio is stored.
+            Some(_) => Ok(None),
+            None => std::fs::create_dir_all(self.spool.active_dir(&name))
+                .and_then(|_| std::fs::File::create(&path))
+                .map(Some),
+        };
         let file = match file {
             Ok(f) => f,
             Err(e) => {
@@ -411,7 +424,6 @@ impl Signalling {
                 return self.refuse(&tx, 500, "Server Internal Error", vec![("Retry-After".into(), "5".into())]);
             }
         };
-        let address = self.media_address(&peer);
         let answer_id = self.rng.u64(1..u64::MAX / 2);
         let answers = session::media_answers(&offer.sdp, &plans, &ports);
         let sdp_answer = sdp::build_answer(&offer.sdp, &answers, address, answer_id, 1);
@@ -472,8 +484,16 @@ impl Signalling {
             updates: Vec::new(),
             sip_headers: sip_headers.clone(),
         };
-        self.save_record(&name, &record);
-        self.journal(&name, delivery::JournalEvent::Recorded, format!("call_id={call_id} streams={}", plans.len()));
+        match &skipped {
+            None => {
+                self.save_record(&name, &record);
+                self.journal(&name, delivery::JournalEvent::Recorded, format!("call_id={call_id} streams={}", plans.len()));
+            }
+            Some(reason) => {
+                info!(session = %name, %reason, "Tethr's recording settings exclude this call: answered, nothing stored");
+                self.journal(&name, delivery::JournalEvent::Skipped, format!("call_id={call_id} {reason}"));
+            }
+        }
         let session = Session {
             session_id: call_id,
             name,
@@ -488,6 +508,7 @@ impl Signalling {
             notes: Vec::new(),
             phase: Phase::Answered,
             record,
+            skipped,
         };
         self.keys.insert(key, dialog.clone());
         self.sessions.insert(dialog, Live { key, session });
@@ -504,6 +525,19 @@ impl Signalling {
         });
     }
 
+    /// With `tethr.honour_recording_settings`, whether Tethr's recording settings exclude the
+    /// call whose agent the metadata names (`Some(reason)`). An unknown agent is recorded.
+    fn settings_say_skip(&self, metadata: &MetadataOutcome, labels: &[Option<String>]) -> Option<String> {
+        let candidates = mapping::agent_identifiers(metadata, labels);
+        if candidates.is_empty() {
+            return None;
+        }
+        match self.delivery.recording_settings().decide(&candidates) {
+            SettingsDecision::Skip { reason } => Some(reason),
+            SettingsDecision::Record | SettingsDecision::NotInUse => None,
+        }
+    }
+
     /// Appends a line to the spool journal (off the signalling task).
     fn journal(&self, name: &str, event: delivery::JournalEvent, detail: String) {
         let (spool, name) = (self.spool.clone(), name.to_string());
@@ -511,8 +545,13 @@ impl Signalling {
     }
 
     /// Binds an RTP socket on an even port and RTCP on the next one.
-    fn bind_pair(&mut self) -> Option<(u16, std::net::UdpSocket, std::net::UdpSocket)> {
-        let ip = self.config.media.bind_address;
+    fn bind_pair(&mut self, v6: bool) -> Option<(u16, std::net::UdpSocket, std::net::UdpSocket)> {
+        // Same family as the address the answer advertises, unless configured.
+        let ip = self.config.media.bind_address.unwrap_or(if v6 {
+            IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+        });
         let candidates: Vec<u16> = self.ports.candidates().take(64).collect();
         for port in candidates {
             let Ok(rtp) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) else { continue };
@@ -547,6 +586,25 @@ impl Signalling {
             return self.refuse(tx, 481, "Call/Transaction Does Not Exist", Vec::new());
         };
         let s = &mut live.session;
+        let bare_metadata = request
+            .header("Content-Type")
+            .map(siprec::multipart::mime_type)
+            .is_some_and(|t| t.starts_with("application/rs-metadata"));
+        if request.body.iter().all(u8::is_ascii_whitespace) || bare_metadata {
+            // RFC 3261 §14.2: a re-INVITE without an offer (a session refresh, or metadata only)
+            // gets our current SDP as the offer in the 200; the media does not change.
+            if bare_metadata {
+                let md = siprec::metadata_update(request.header("Content-Type"), &request.body, &limits);
+                s.record.updates.push((request.header("Content-Type").map(str::to_string), String::from_utf8_lossy(&request.body).into_owned()));
+                s.update_metadata(md);
+                let (name, record) = (s.name.clone(), s.record.clone());
+                self.save_record(&name, &record);
+            }
+            let Some(s) = self.sessions.get(dialog).map(|l| &l.session) else { return };
+            let body = s.last_answer.clone().into_bytes();
+            self.endpoint.respond_invite(clock::now(), tx, 200, "OK", Vec::new(), Some(("application/sdp".into(), body)));
+            return;
+        }
         let offer = match siprec::parse_offer(request.header("Content-Type"), &request.body, &limits) {
             Ok(o) => o,
             Err(e) => {
@@ -597,8 +655,27 @@ impl Signalling {
         for p in &live.session.ports {
             self.ports.release(*p);
         }
+        // Metadata updates may have named the agent since the INVITE: decide again.
+        let labels: Vec<Option<String>> = live.session.plans.iter().map(|p| p.label.clone()).collect();
+        let excluded_late = live.session.skipped.is_none();
+        if excluded_late {
+            live.session.skipped = self.settings_say_skip(&live.session.metadata, &labels);
+        }
         let (done_tx, done_rx) = oneshot::channel();
         self.media.send(Command::End { key: live.key, end, done: done_tx });
+        if let Some(reason) = live.session.skipped.clone() {
+            if excluded_late {
+                // Recorded until now: discard what was written once the media thread let go.
+                info!(session = %live.session.name, %reason, "Tethr's recording settings exclude this call: its recording is discarded");
+                self.journal(&live.session.name, delivery::JournalEvent::Skipped, reason);
+                let dir = self.spool.active_dir(&live.session.name);
+                self.finalizing.spawn(async move {
+                    let _ = done_rx.await;
+                    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+                });
+            }
+            return;
+        }
         self.finished += 1;
         let spool = self.spool.clone();
         let delivery = self.delivery.clone();
@@ -668,6 +745,47 @@ impl Signalling {
             }
             .instrument(span),
         );
+    }
+}
+
+/// On SIGHUP, reads the config file again and hands the Tethr credentials to the delivery
+/// worker (a secret rotated in the file, in its secret file or in the environment).
+async fn reload_on_sighup(config_path: Option<PathBuf>, delivery: DeliveryHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let Some(path) = &config_path else {
+            info!("SIGHUP: no config file to read again (started without --config)");
+            continue;
+        };
+        let loaded = Config::load(path).and_then(|c| c.tethr.as_ref().map(TethrSettings::from_config).transpose());
+        match loaded {
+            Ok(Some(settings)) => {
+                info!(config = %path.display(), "SIGHUP: Tethr credentials reloaded");
+                delivery.reload(settings);
+            }
+            Ok(None) => info!("SIGHUP: no [tethr] table; nothing to reload"),
+            Err(e) => error!(config = %path.display(), error = %e, "SIGHUP: config not reloaded, the old credentials stay"),
+        }
+    }
+}
+
+/// How often the spool's free space is measured for the heartbeat's status.
+const DISK_CHECK: Duration = Duration::from_secs(30);
+
+/// Keeps the delivery worker's heartbeat status in step with the spool's free space: below
+/// `spool.min_free` is Error (new calls are refused), below twice it a Warning.
+async fn watch_disk(spool: Spool, min_free: u64, delivery: DeliveryHandle) {
+    if min_free == 0 {
+        return;
+    }
+    loop {
+        let s = spool.clone();
+        if let Ok(Ok(free)) = tokio::task::spawn_blocking(move || s.free_bytes()).await {
+            delivery.set_disk_full(free < min_free);
+            delivery.set_disk_warning(free < min_free.saturating_mul(2));
+        }
+        tokio::time::sleep(DISK_CHECK).await;
     }
 }
 

@@ -329,6 +329,20 @@ impl Gateway {
     }
 
     /// Sends SIGTERM (graceful drain).
+    /// The config file the gateway was started with (rewrite it, then [`Gateway::sighup`]).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.root.path().join("gateway.toml")
+    }
+
+    /// Sends SIGHUP (reload the Tethr credentials from the config file).
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed: {status}");
+    }
+
     pub fn sigterm(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

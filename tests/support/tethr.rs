@@ -588,12 +588,11 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
     headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-
-/// Checks the bearer token of a JSON endpoint; Err is the refusal.
-fn authorize(shared: &Shared, path: &str, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal of a JSON endpoint request without a valid bearer token, if it has none.
+fn unauthorized(shared: &Shared, path: &str, headers: &HeaderMap) -> Option<Response> {
     match shared.bearer(headers) {
-        Some(_) => Ok(()),
-        None => Err(shared.reject(StatusCode::UNAUTHORIZED, format!("{path}: no valid bearer token"))),
+        Some(_) => None,
+        None => Some(shared.reject(StatusCode::UNAUTHORIZED, format!("{path}: no valid bearer token"))),
     }
 }
 
@@ -602,7 +601,7 @@ async fn status(State(shared): State<Arc<Shared>>, method: Method, headers: Head
     if method != Method::POST {
         return shared.reject(StatusCode::METHOD_NOT_ALLOWED, format!("{PATH}: method {method}"));
     }
-    if let Err(refused) = authorize(&shared, PATH, &headers) {
+    if let Some(refused) = unauthorized(&shared, PATH, &headers) {
         return refused;
     }
     if !header_str(&headers, header::CONTENT_TYPE).starts_with("application/json") {
@@ -642,7 +641,7 @@ async fn monitor(State(shared): State<Arc<Shared>>, method: Method, headers: Hea
     if method != Method::POST {
         return shared.reject(StatusCode::METHOD_NOT_ALLOWED, format!("{PATH}: method {method}"));
     }
-    if let Err(refused) = authorize(&shared, PATH, &headers) {
+    if let Some(refused) = unauthorized(&shared, PATH, &headers) {
         return refused;
     }
     let Ok(beat) = serde_json::from_slice::<Value>(&body) else {
@@ -667,7 +666,7 @@ async fn recording_settings(State(shared): State<Arc<Shared>>, method: Method, h
     if method != Method::GET {
         return shared.reject(StatusCode::METHOD_NOT_ALLOWED, format!("{PATH}: method {method}"));
     }
-    if let Err(refused) = authorize(&shared, PATH, &headers) {
+    if let Some(refused) = unauthorized(&shared, PATH, &headers) {
         return refused;
     }
     match shared.update(|r| {
