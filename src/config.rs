@@ -41,15 +41,22 @@ pub struct Config {
     pub tethr: Option<TethrConfig>,
     pub metadata: MetadataConfig,
     pub service: ServiceConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipConfig {
-    /// `udp:ADDR:PORT` / `tcp:ADDR:PORT` listeners.
+    /// `udp:ADDR:PORT` / `tcp:ADDR:PORT` / `tls:ADDR:PORT` listeners.
     pub listen: Vec<Listen>,
     /// Server / User-Agent header.
     pub user_agent: String,
+    /// PEM certificate chain of the TLS listeners (read again on SIGHUP).
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of the TLS listeners (read again on SIGHUP).
+    pub tls_private_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, TLS clients must present a certificate it signed (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for SipConfig {
@@ -60,6 +67,9 @@ impl Default for SipConfig {
                 Listen { transport: ListenTransport::Tcp, addr: SocketAddr::from(([0, 0, 0, 0], 5060)) },
             ],
             user_agent: format!("siprec-gateway/{}", env!("CARGO_PKG_VERSION")),
+            tls_certificate: None,
+            tls_private_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -82,6 +92,10 @@ pub struct MediaConfig {
     pub reorder_window: Duration,
     /// Most m-lines we record in one call; an offer with more gets 488.
     pub max_streams: usize,
+    /// A stream latched to one RTP source takes another source only after the first has
+    /// been silent this long (an SBC failover).
+    #[serde(deserialize_with = "de_duration")]
+    pub relatch_after: Duration,
 }
 
 impl Default for MediaConfig {
@@ -93,6 +107,7 @@ impl Default for MediaConfig {
             rtp_timeout: Duration::from_secs(120),
             reorder_window: Duration::from_millis(60),
             max_streams: 16,
+            relatch_after: Duration::from_secs(2),
         }
     }
 }
@@ -101,11 +116,17 @@ impl Default for MediaConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     pub dir: PathBuf,
+    /// Group that may read recordings: files 0640 and directories 0750 owned by it; unset =
+    /// 0600/0700, the service user only.
+    pub group: Option<String>,
+    /// The local sink deletes recordings older than this; 0 = keep them forever.
+    #[serde(deserialize_with = "de_duration")]
+    pub retention: Duration,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { dir: PathBuf::from("./recordings") }
+        OutputConfig { dir: PathBuf::from("./recordings"), group: None, retention: Duration::ZERO }
     }
 }
 
@@ -241,11 +262,65 @@ pub struct ServiceConfig {
     /// On SIGTERM/SIGINT, how long active calls may go on before they are ended and finalized.
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
+    /// Address of the HTTP listener serving `/metrics`, `/health` and `/ready`; none when
+    /// unset (a fixed default port would collide between instances on one host).
+    pub http_listen: Option<SocketAddr>,
+    /// `text` (human, the default) or `json` (one object per line).
+    pub log_format: LogFormat,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        ServiceConfig { shutdown_grace: Duration::from_secs(30) }
+        ServiceConfig { shutdown_grace: Duration::from_secs(30), http_listen: None, log_format: LogFormat::Text }
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's and the current span's fields flattened in.
+    Json,
+}
+
+/// `[limits]`: admission control. Every refusal is logged with its reason.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Sources (CIDR blocks or addresses) that may open sessions; empty = anyone.
+    pub allow_from: Vec<crate::limits::Cidr>,
+    /// Whether an OPTIONS from a source outside `allow_from` gets 200 (true) or 403.
+    pub options_from_anyone: bool,
+    /// Concurrent calls; more get 503 with Retry-After.
+    pub max_calls: usize,
+    /// A call this long is ended with BYE and finalized.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_call_duration: Duration,
+    /// Open TCP/TLS connections per source address; more are closed at accept.
+    pub max_connections_per_source: usize,
+    /// A TCP/TLS connection that carries no byte this long is closed.
+    #[serde(deserialize_with = "de_duration")]
+    pub tcp_idle_timeout: Duration,
+    /// A TCP/TLS connection holding part of a message that gets no byte more for this long is
+    /// closed (slow-loris).
+    #[serde(deserialize_with = "de_duration")]
+    pub tcp_message_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            allow_from: Vec::new(),
+            options_from_anyone: true,
+            max_calls: 1000,
+            max_call_duration: Duration::from_secs(4 * 3600),
+            max_connections_per_source: 64,
+            tcp_idle_timeout: Duration::from_secs(15 * 60),
+            tcp_message_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -254,6 +329,7 @@ impl Default for ServiceConfig {
 pub enum ListenTransport {
     Udp,
     Tcp,
+    Tls,
 }
 
 /// One `udp:0.0.0.0:5060` entry.
@@ -270,8 +346,8 @@ impl FromStr for Listen {
         let transport = match t.to_ascii_lowercase().as_str() {
             "udp" => ListenTransport::Udp,
             "tcp" => ListenTransport::Tcp,
-            "tls" => return Err("tls listeners are not supported yet".into()),
-            other => return Err(format!("unknown transport `{other}` (udp or tcp)")),
+            "tls" => ListenTransport::Tls,
+            other => return Err(format!("unknown transport `{other}` (udp, tcp or tls)")),
         };
         let addr = addr.parse().map_err(|e| format!("`{addr}`: {e}"))?;
         Ok(Listen { transport, addr })
@@ -401,6 +477,13 @@ impl Config {
         if self.media.max_streams == 0 {
             return Err(ConfigError::Invalid { key: "media.max_streams", reason: "must be at least 1".into() });
         }
+        self.validate_tls()?;
+        self.validate_limits()?;
+        if let Some(g) = &self.output.group
+            && !matches!(nix::unistd::Group::from_name(g), Ok(Some(_)))
+        {
+            return Err(ConfigError::Invalid { key: "output.group", reason: format!("no group named `{g}` on this host") });
+        }
         if let Some(t) = &self.tethr {
             if !(t.url.starts_with("https://") || t.url.starts_with("http://")) {
                 return Err(ConfigError::Invalid { key: "tethr.url", reason: "must start with https://".into() });
@@ -448,6 +531,54 @@ impl Config {
                 return Err(ConfigError::Invalid { key: "tethr.instance_name", reason: "must not be empty".into() });
             }
             t.secret()?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// TLS listeners need a certificate and a key; every TLS file named must exist.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let sip = &self.sip;
+        let files = [
+            ("sip.tls_certificate", &sip.tls_certificate),
+            ("sip.tls_private_key", &sip.tls_private_key),
+            ("sip.tls_client_ca", &sip.tls_client_ca),
+        ];
+        if sip.listen.iter().any(|l| l.transport == ListenTransport::Tls) {
+            for (key, path) in &files[..2] {
+                if path.is_none() {
+                    return Err(ConfigError::Invalid { key, reason: "a tls: listener needs it".into() });
+                }
+            }
+        }
+        for (key, path) in files {
+            if let Some(p) = path
+                && let Err(e) = std::fs::metadata(p)
+            {
+                return Err(ConfigError::Invalid { key, reason: format!("{}: {e}", p.display()) });
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let positive = [
+            ("limits.max_call_duration", l.max_call_duration),
+            ("limits.tcp_idle_timeout", l.tcp_idle_timeout),
+            ("limits.tcp_message_timeout", l.tcp_message_timeout),
+        ];
+        for (key, d) in positive {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid { key, reason: "must be more than 0".into() });
+            }
+        }
+        if l.max_calls == 0 {
+            return Err(ConfigError::Invalid { key: "limits.max_calls", reason: "must be at least 1".into() });
+        }
+        if l.max_connections_per_source == 0 {
+            return Err(ConfigError::Invalid { key: "limits.max_connections_per_source", reason: "must be at least 1".into() });
         }
         Ok(())
     }
@@ -553,6 +684,57 @@ carry_headers = ["X-*", "User-to-User"]
         assert!(e.contains("rtp_timeout"), "{e}");
         let e = Config::from_toml("[sip]\nlisten = [\"sctp:1.2.3.4:5\"]\n").unwrap_err().to_string();
         assert!(e.contains("listen") && e.contains("sctp"), "{e}");
+    }
+
+    #[test]
+    fn service_keys_parse_and_default_off() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.service.http_listen, None);
+        assert_eq!(c.service.log_format, LogFormat::Text);
+        let c = Config::from_toml("[service]\nhttp_listen = \"127.0.0.1:9090\"\nlog_format = \"json\"\n").unwrap();
+        assert_eq!(c.service.http_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.service.log_format, LogFormat::Json);
+        let e = Config::from_toml("[service]\nlog_format = \"xml\"\n").unwrap_err().to_string();
+        assert!(e.contains("log_format") || e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_take_cidrs() {
+        let d = Config::from_toml("").unwrap();
+        assert!(d.limits.allow_from.is_empty() && d.limits.options_from_anyone);
+        assert_eq!(d.limits.max_calls, 1000);
+        assert_eq!(d.limits.max_call_duration, Duration::from_secs(4 * 3600));
+        assert_eq!(d.limits.max_connections_per_source, 64);
+        assert_eq!(d.limits.tcp_idle_timeout, Duration::from_secs(900));
+        assert_eq!(d.limits.tcp_message_timeout, Duration::from_secs(30));
+        assert_eq!(d.media.relatch_after, Duration::from_secs(2));
+        assert_eq!(d.output.retention, Duration::ZERO);
+        let c = Config::from_toml("[limits]\nallow_from = [\"192.0.2.0/24\", \"::1\"]\nmax_calls = 3\n").unwrap();
+        assert_eq!(c.limits.allow_from.len(), 2);
+        let e = Config::from_toml("[limits]\nallow_from = [\"192.0.2.0/40\"]\n").unwrap_err().to_string();
+        assert!(e.contains("allow_from") && e.contains("192.0.2.0/40"), "{e}");
+        let e = Config::from_toml("[limits]\nmax_calls = 0\n").unwrap_err().to_string();
+        assert!(e.contains("limits.max_calls"), "{e}");
+    }
+
+    #[test]
+    fn tls_listener_needs_certificate_and_key() {
+        let e = Config::from_toml("[sip]\nlisten = [\"tls:0.0.0.0:5061\"]\n").unwrap_err().to_string();
+        assert!(e.contains("sip.tls_certificate"), "{e}");
+        let e = Config::from_toml("[sip]\nlisten = [\"tls:0.0.0.0:5061\"]\ntls_certificate = \"/nonexistent/cert.pem\"\ntls_private_key = \"/nonexistent/key.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.tls_certificate") && e.contains("/nonexistent/cert.pem"), "{e}");
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        let ok = format!("[sip]\nlisten = [\"tls:0.0.0.0:5061\"]\ntls_certificate = \"{fixtures}/server.pem\"\ntls_private_key = \"{fixtures}/server.key\"\n");
+        assert_eq!(Config::from_toml(&ok).unwrap().sip.listen[0].transport, ListenTransport::Tls);
+    }
+
+    #[test]
+    fn output_group_must_exist() {
+        let e = Config::from_toml("[output]\ngroup = \"no-such-group-siprec\"\n").unwrap_err().to_string();
+        assert!(e.contains("output.group") && e.contains("no-such-group-siprec"), "{e}");
+        assert!(Config::from_toml("[output]\ngroup = \"root\"\n").is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod limits;
 pub mod mapping;
 pub mod media;
 pub mod replay;

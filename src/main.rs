@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use siprec_gateway::config::Config;
+use siprec_gateway::config::{Config, LogFormat};
 use siprec_gateway::delivery::{self, Spool};
 use siprec_gateway::{clock, replay, runtime};
 use tracing_subscriber::EnvFilter;
@@ -90,9 +90,16 @@ enum TransportArg {
     Tcp,
 }
 
-fn init_tracing() {
+/// Logs to stderr, filtered by `SIPREC_GATEWAY_LOG` (default `info`), as text or as one JSON
+/// object per line (`service.log_format`), with the current span's fields (a call's `call_id`
+/// and `session`) on every line.
+fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("SIPREC_GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -116,12 +123,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Serve { config } => {
-            init_tracing();
+            // The config first: it says how to log. Its errors go to stderr through main.
             let config_path = config;
             let config = match &config_path {
                 Some(path) => Config::load(path).with_context(|| format!("{}", path.display()))?,
                 None => Config::default(),
             };
+            init_tracing(config.service.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(runtime::run(config, config_path, shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
@@ -131,7 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Replay { pcap, target, transport, speed } => {
-            init_tracing();
+            init_tracing(LogFormat::Text);
             anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--speed must be a positive number");
             let opts = replay::ReplayOptions {
                 pcap,

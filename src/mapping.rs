@@ -209,6 +209,7 @@ pub fn build_info(s: &CallSummary<'_>) -> Value {
             st.insert("lost".into(), json!(ch.stats.lost));
             st.insert("late".into(), json!(ch.stats.late));
             st.insert("reanchors".into(), json!(ch.stats.reanchors));
+            st.insert("foreign".into(), json!(ch.stats.foreign));
             st.insert("silent".into(), json!(ch.stats.packets == 0));
             if let Some(ms) = ms_since(s.t0, ch.stats.first_at) {
                 st.insert("firstPacketMs".into(), json!(ms));

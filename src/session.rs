@@ -154,6 +154,8 @@ pub enum EndReason {
     SessionExpired,
     /// The gateway stopped while recording (found in the spool at the next start).
     Interrupted,
+    /// The call reached `limits.max_call_duration`; the gateway ended it with BYE.
+    MaxDuration,
 }
 
 impl EndReason {
@@ -165,6 +167,7 @@ impl EndReason {
             EndReason::NoAck => "no-ack",
             EndReason::SessionExpired => "session-expired",
             EndReason::Interrupted => "interrupted",
+            EndReason::MaxDuration => "max-duration",
         }
     }
 }

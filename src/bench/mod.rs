@@ -15,7 +15,6 @@ mod sip;
 mod verify;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -522,6 +521,5 @@ impl GatewayProcess {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::io::stderr().flush();
     }
 }

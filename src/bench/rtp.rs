@@ -140,8 +140,9 @@ impl Batch {
     fn flush(&mut self, socket: &UdpSocket, counters: &Counters) {
         let mut from = 0;
         while from < self.len {
-            let iovs: Vec<[std::io::IoSlice<'_>; 1]> =
-                self.buf[from * PACKET..self.len * PACKET].chunks_exact(PACKET).map(|c| [std::io::IoSlice::new(c)]).collect();
+            let mut packets = self.buf[from * PACKET..self.len * PACKET].chunks_exact(PACKET);
+            // One slice per message; sendmmsg sends as many as there are addresses.
+            let iovs: [[std::io::IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|_| [std::io::IoSlice::new(packets.next().unwrap_or(&[]))]);
             let none: [ControlMessage<'_>; 0] = [];
             let r = sendmmsg(socket.as_raw_fd(), &mut self.headers, &iovs, &self.addrs[from..self.len], none, MsgFlags::empty());
             match r {

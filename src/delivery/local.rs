@@ -3,7 +3,8 @@
 //! Each file appears atomically under its final name: it is renamed out of the spool when the
 //! output is on the same file system, and otherwise copied to `.<file>.part` beside its
 //! destination, fsynced and renamed. The WAV goes first and the directory is fsynced between the
-//! two, so a watcher that sees `<name>.json` can always read `<name>.wav`. Delivery is
+//! two, so a watcher that sees `<name>.json` can always read `<name>.wav`; the call's audit record
+//! follows as `<name>.audit.json` with the delivery outcome in it. Delivery is
 //! idempotent: if a crash came after a file had been renamed out of the spool, the next attempt
 //! finds it at its destination and carries on. This module does not remove the spool directory
 //! (the worker does, once delivery succeeded) and does no retrying.
@@ -12,7 +13,10 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::spool::{AUDIO_FILE, INFO_FILE};
+use super::audit;
+use super::spool::{AUDIO_FILE, INFO_FILE, write_durably};
+use crate::clock;
+use crate::mapping::iso8601;
 
 /// An error from delivering to the output directory.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +50,27 @@ pub fn deliver(src: &Path, out: &Path, name: &str) -> Result<(), LocalError> {
     // Make the WAV durable under its name before the JSON can exist.
     sync_dir(out)?;
     place(&src.join(INFO_FILE), out, &format!("{name}.json"))?;
-    sync_dir(out)
+    sync_dir(out)?;
+    write_audit(src, out, name);
+    Ok(())
+}
+
+/// Puts the call's audit record, with where the audio went, beside the recording as
+/// `<name>.audit.json` (last, so its presence means the pair is complete). Best effort: a
+/// recording without a record (recovered after a crash) gets none, and a failed write is a
+/// warning, never a failed delivery.
+fn write_audit(src: &Path, out: &Path, name: &str) {
+    let Some(mut record) = audit::read(src) else { return };
+    record.delivery = Some(audit::AuditDelivery {
+        outcome: "delivered".into(),
+        time: iso8601(clock::wall_now()),
+        call_id: None,
+        path: Some(out.join(format!("{name}.wav")).display().to_string()),
+        reason: None,
+    });
+    if let Err(e) = write_durably(out, &format!("{name}.audit.json"), &record.to_json()) {
+        tracing::warn!(recording = %name, error = %e, "cannot write the audit record beside the recording");
+    }
 }
 
 /// Moves `src` to `out/file`, by rename when possible and by copy across file systems.

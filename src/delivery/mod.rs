@@ -22,6 +22,7 @@
 //!
 //! This module does not write audio, build info.json, or decide what a recording is called.
 
+pub mod audit;
 mod delivered;
 mod heartbeat;
 mod inventory;
@@ -562,7 +563,16 @@ impl Worker {
         let (spool, owned, keep) = (self.spool.clone(), name.to_owned(), !self.retention.is_zero());
         let call = call_id.clone().unwrap_or_default();
         let journal = format!("sessionId {session_id} callId {call} ({how})");
+        let outcome = audit::AuditDelivery {
+            outcome: "delivered".to_owned(),
+            time: record.time.clone(),
+            call_id: call_id.clone(),
+            path: None,
+            reason: None,
+        };
         let moved = tokio::task::spawn_blocking(move || {
+            // Best effort: the record informs people, the recording is safe either way.
+            let _ = audit::append_delivery(&spool.pending_dir(&owned), outcome);
             let result = if keep {
                 delivered::keep(&spool, &owned, &record).map(|_| ())
             } else {
@@ -580,6 +590,8 @@ impl Worker {
             tracing::error!(recording = %name, error = %e,
                 "delivered, but it could not be moved out of pending/; the next start will find it at Tethr");
         }
+        // Counted before it is logged, so whoever reads the log line finds it counted.
+        self.stats.send_modify(|s| s.delivered += 1);
         let call_id = call_id.as_deref().unwrap_or("");
         match how.as_str() {
             "uploaded" | "accepted" => {
@@ -590,7 +602,6 @@ impl Worker {
             status => tracing::info!(recording = %name, session_id = %session_id, call_id, status,
                 "Tethr already has it from an earlier attempt; not sending it again; recording delivered"),
         }
-        self.stats.send_modify(|s| s.delivered += 1);
     }
 
     /// Moves a refused recording to `failed/` with its error.json.
@@ -614,7 +625,15 @@ impl Worker {
             "recording refused; moving it to failed/ (see its error.json)");
         let (spool, owned) = (self.spool.clone(), name.to_owned());
         let journal = record.error.clone();
+        let outcome = audit::AuditDelivery {
+            outcome: "failed".to_owned(),
+            time: record.time.clone(),
+            call_id: None,
+            path: None,
+            reason: Some(record.error.clone()),
+        };
         let moved = tokio::task::spawn_blocking(move || {
+            let _ = audit::append_delivery(&spool.pending_dir(&owned), outcome);
             let moved = spool.fail(&owned, &record);
             if moved.is_ok() {
                 spool.journal(&owned, JournalEvent::Failed, &journal);

@@ -378,7 +378,7 @@ fn recovered_info(
     // build_info reports zeros for statistics it was not given; here they are unknown.
     if let Some(Value::Array(streams)) = info.pointer_mut("/metaData/gateway/streams") {
         for stream in streams.iter_mut().filter_map(Value::as_object_mut) {
-            for key in ["packets", "lost", "late", "reanchors", "silent"] {
+            for key in ["packets", "lost", "late", "reanchors", "foreign", "silent"] {
                 stream.remove(key);
             }
         }

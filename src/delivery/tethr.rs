@@ -439,6 +439,8 @@ impl TethrClient {
             return Ok((token.to_owned(), generation));
         }
         let result = self.fetch_token().await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("siprec_tethr_token_fetches_total", "outcome" => outcome).increment(1);
         self.credentials_refused.store(
             matches!(result, Err(TethrError::TokenStatus { status: 400 | 401 | 403, .. })),
             Ordering::Relaxed,

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 pub const RESYNC: Duration = Duration::from_millis(500);
 /// Samples buffered per channel ahead of the frontier.
 pub const RING: Duration = Duration::from_secs(2);
-/// Frames handed out per call of the output closure.
-const CHUNK_FRAMES: usize = 1024;
+/// Samples (all channels) handed out per call of the output closure.
+const CHUNK_SAMPLES: usize = 2048;
 
 /// Counters of one stream, reported in `info.metaData`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,6 +39,9 @@ pub struct StreamStats {
     /// Arrival of the first and of the last packet.
     pub first_at: Option<Instant>,
     pub last_at: Option<Instant>,
+    /// Packets from another source than the latched one, ignored (`media::latch`; counted by
+    /// the media thread, not by the timeline).
+    pub foreign: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +79,6 @@ pub struct Timeline {
     /// Next frame to be handed out.
     frontier: i64,
     channels: Vec<Channel>,
-    out: Vec<i16>,
 }
 
 /// RTP header fields the timeline needs.
@@ -108,7 +110,6 @@ impl Timeline {
             ring_len,
             resync: samples(RESYNC, rate),
             frontier: 0,
-            out: vec![0; CHUNK_FRAMES * channels.len().max(1)],
             channels,
         }
     }
@@ -242,14 +243,18 @@ impl Timeline {
             self.frontier = self.frontier.max(target);
             return Ok(());
         }
+        // On the stack, so it is in cache on every call's turn (a buffer per call would not be).
+        let mut buf = [0i16; CHUNK_SAMPLES];
+        let chunk_frames = (CHUNK_SAMPLES / nch).max(1);
         while self.frontier < target {
-            let frames = ((target - self.frontier) as usize).min(CHUNK_FRAMES);
+            let frames = ((target - self.frontier) as usize).min(chunk_frames);
             // The frames lie in at most two runs of the ring: copy them slice-wise (this runs
             // for every sample of every call) and clear them for the next turn of the ring.
             let at = self.frontier.rem_euclid(self.ring_len) as usize;
             let first = at..(at + frames).min(self.ring_len as usize);
             let second = 0..frames - first.len();
-            let (head, tail) = self.out[..frames * nch].split_at_mut(first.len() * nch);
+            let Some(out) = buf.get_mut(..frames * nch) else { return Ok(()) }; // > 2048 channels
+            let (head, tail) = out.split_at_mut(first.len() * nch);
             for (out, run) in [(head, first), (tail, second)] {
                 if let [a, b] = &mut self.channels[..] {
                     // Two channels, the usual call: one pass that interleaves both.
@@ -269,7 +274,7 @@ impl Timeline {
                 }
             }
             self.frontier += frames as i64;
-            sink(&self.out[..frames * nch])?;
+            sink(&buf[..frames * nch])?;
         }
         Ok(())
     }

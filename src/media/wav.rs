@@ -32,7 +32,6 @@ pub struct WavWriter<W: Write + Seek> {
     sample_rate: u32,
     header_len: u64,
     data_bytes: u64,
-    scratch: Vec<u8>,
 }
 
 fn header(channels: u16, sample_rate: u32, data_bytes: u32) -> Vec<u8> {
@@ -73,7 +72,6 @@ impl<W: Write + Seek> WavWriter<W> {
             sample_rate,
             header_len: h.len() as u64,
             data_bytes: 0,
-            scratch: Vec::with_capacity(4096),
         })
     }
 
@@ -96,12 +94,15 @@ impl<W: Write + Seek> WavWriter<W> {
         if self.data_bytes + bytes > MAX_DATA {
             return Err(WavError::Full);
         }
-        // Sized once, then converted in a loop the compiler vectorizes (no per-sample push).
-        self.scratch.resize(samples.len() * 2, 0);
-        for (b, s) in self.scratch.chunks_exact_mut(2).zip(samples) {
-            b.copy_from_slice(&s.to_le_bytes());
+        // Converted through a buffer on the stack: it stays in cache, where a per-writer buffer
+        // (one per call) would be cold by the writer's next turn.
+        let mut buf = [0u8; 4096];
+        for chunk in samples.chunks(buf.len() / 2) {
+            for (b, s) in buf.chunks_exact_mut(2).zip(chunk) {
+                b.copy_from_slice(&s.to_le_bytes());
+            }
+            self.inner.write_all(&buf[..chunk.len() * 2])?;
         }
-        self.inner.write_all(&self.scratch)?;
         self.data_bytes += bytes;
         Ok(())
     }

@@ -1,12 +1,15 @@
-//! The media thread: receives every call's RTP, places it on the call's timeline and writes
-//! the WAV as it goes, off the async workers.
+//! The media threads: receive every call's RTP, place it on the call's timeline and write the
+//! WAV as they go, off the async workers.
 //!
-//! One OS thread runs a mio poll loop over all RTP/RTCP sockets. Each wake-up reads the clock
-//! once, drains every ready socket into one reused buffer, decodes G.711 into a reused scratch
-//! buffer and places the samples (nothing is allocated per packet). Every tick (20 ms) each
-//! call's timeline hands the frames older than the reorder window to its WAV writer, and once a
-//! second the WAV header is brought up to date, so a crash leaves a playable file. Commands come
-//! from the signalling task over a channel with a mio waker; events go back over a tokio channel.
+//! Calls are spread round-robin (by call key) over one media thread per CPU core, at most
+//! [`MAX_THREADS`]; each runs a mio poll loop over its calls' RTP/RTCP sockets. Each wake-up
+//! (at most one per `rx::CADENCE`) reads the clock once, drains every ready socket with
+//! `recvmmsg` into one reused buffer, decodes G.711 into a reused scratch buffer and places the
+//! samples (nothing is allocated or hashed per packet). Every tick (20 ms) each call's timeline
+//! hands the frames older than the reorder window to its WAV writer, and once a second the WAV
+//! header is brought up to date, so a crash leaves a playable file. Commands come from the
+//! signalling task over a channel with a mio waker; events go back over a tokio channel. The
+//! finished WAV's fsync is left to the caller, off these threads.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,10 +21,11 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::{mpsc as tmpsc, oneshot};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::clock;
 use crate::media::g711::{self, Law};
+use crate::media::latch::{Latch, Verdict};
 use crate::media::timeline::{RtpMeta, StreamStats, Timeline};
 use crate::media::wav::WavWriter;
 use crate::runtime::rx::{self, Drain};
@@ -42,13 +46,16 @@ pub struct StreamSetup {
     pub rtcp: std::net::UdpSocket,
     pub law: Law,
     pub payload_type: u8,
+    /// `media.relatch_after`: see [`Latch`].
+    pub relatch_after: Duration,
 }
 
 /// Everything the media thread needs to record a call.
 #[derive(Debug)]
 pub struct CallSetup {
     pub key: u64,
-    pub session_id: String,
+    /// The call's span (`call_id`, `session`): the lines logged here about the call are in it.
+    pub span: tracing::Span,
     pub t0: Instant,
     pub window: Duration,
     pub rtp_timeout: Duration,
@@ -88,35 +95,114 @@ pub enum MediaEvent {
     RtpTimeout { key: u64, last: Instant },
 }
 
-/// Handle to the media thread.
+/// Most media threads started, whatever the core count.
+pub const MAX_THREADS: usize = 16;
+
+/// Handle to the media threads: routes each command to the thread that owns its call.
 #[derive(Debug, Clone)]
 pub struct MediaHandle {
-    tx: mpsc::Sender<Command>,
-    waker: std::sync::Arc<Waker>,
+    shards: std::sync::Arc<[Shard]>,
 }
 
-impl MediaHandle {
-    pub fn send(&self, cmd: Command) {
+#[derive(Debug)]
+struct Shard {
+    tx: mpsc::Sender<Command>,
+    waker: Waker,
+}
+
+impl Shard {
+    fn send(&self, cmd: Command) {
         if self.tx.send(cmd).is_ok() {
             let _ = self.waker.wake();
         }
     }
 }
 
+/// The running media threads.
+#[derive(Debug)]
+pub struct MediaThreads(Vec<std::thread::JoinHandle<()>>);
+
+impl MediaThreads {
+    /// Waits for every media thread to stop (after `Command::Stop`).
+    pub fn join(self) -> std::thread::Result<()> {
+        self.0.into_iter().try_for_each(|t| t.join())
+    }
+}
+
+impl MediaHandle {
+    pub fn send(&self, cmd: Command) {
+        let key = match &cmd {
+            Command::Add(setup) => setup.key,
+            Command::End { key, .. } => *key,
+            Command::Stop => {
+                self.shards.iter().for_each(|s| s.send(Command::Stop));
+                return;
+            }
+        };
+        if let Some(shard) = self.shards.get((key % self.shards.len() as u64) as usize) {
+            shard.send(cmd);
+        }
+    }
+}
+
+/// Entries addressed by index, indexes reused after removal: the per-packet lookups (socket
+/// token → stream → call) are array indexing, not hashing.
+struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<usize>,
+}
+
+impl<T> Slab<T> {
+    fn new() -> Self {
+        Slab { items: Vec::new(), free: Vec::new() }
+    }
+
+    fn insert(&mut self, t: T) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.items[i] = Some(t);
+                i
+            }
+            None => {
+                self.items.push(Some(t));
+                self.items.len() - 1
+            }
+        }
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.items.get_mut(i)?.as_mut()
+    }
+
+    fn remove(&mut self, i: usize) -> Option<T> {
+        let t = self.items.get_mut(i)?.take()?;
+        self.free.push(i);
+        Some(t)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.items.iter_mut().flatten()
+    }
+}
+
 struct Stream {
-    call: u64,
+    /// The call's index in the media thread's call slab.
+    call: usize,
     channel: usize,
     law: Law,
     payload_type: u8,
     socket: UdpSocket,
     rtcp: bool,
+    /// RTP from the first source only (RTCP is drained, never latched).
+    latch: Latch,
 }
 
 struct Call {
-    session_id: String,
+    key: u64,
+    span: tracing::Span,
     timeline: Timeline,
     wav: Option<WavWriter<BufWriter<File>>>,
-    tokens: Vec<Token>,
+    tokens: Vec<usize>,
     last_activity: Instant,
     rtp_timeout: Duration,
     timeout_reported: bool,
@@ -126,10 +212,11 @@ struct Call {
 
 impl Call {
     fn write_until(&mut self, now: Instant) {
-        let Self { timeline, wav, error, session_id, .. } = self;
+        let Self { timeline, wav, error, span, .. } = self;
         let Some(w) = wav.as_mut() else { return };
         if let Err(e) = timeline.advance(now, |chunk| w.write_interleaved(chunk)) {
-            error!(session_id = %session_id, error = %e, "recording write failed; later audio of this call is lost");
+            let _in_call = span.enter();
+            error!(error = %e, "recording write failed; later audio of this call is lost");
             *error = Some(e.to_string());
             *wav = None;
         }
@@ -156,21 +243,29 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// Starts the media thread.
-pub fn start(events: tmpsc::UnboundedSender<MediaEvent>) -> std::io::Result<(MediaHandle, std::thread::JoinHandle<()>)> {
-    let poll = Poll::new()?;
-    let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (tx, rx) = mpsc::channel();
-    let handle = MediaHandle { tx, waker };
-    let thread = std::thread::Builder::new().name("media".into()).spawn(move || run(poll, rx, events))?;
-    Ok((handle, thread))
+/// Starts one media thread per CPU core (at most [`MAX_THREADS`]).
+pub fn start(events: tmpsc::UnboundedSender<MediaEvent>) -> std::io::Result<(MediaHandle, MediaThreads)> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_THREADS);
+    let mut shards = Vec::with_capacity(n);
+    let mut threads = Vec::with_capacity(n);
+    for i in 0..n {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (tx, rx) = mpsc::channel();
+        let events = events.clone();
+        threads.push(std::thread::Builder::new().name(format!("media-{i}")).spawn(move || run(poll, rx, events))?);
+        shards.push(Shard { tx, waker });
+    }
+    info!(threads = n, "media threads started");
+    Ok((MediaHandle { shards: shards.into() }, MediaThreads(threads)))
 }
 
 fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSender<MediaEvent>) {
     let mut mio_events = Events::with_capacity(8192);
-    let mut streams: HashMap<Token, Stream> = HashMap::new();
-    let mut calls: HashMap<u64, Call> = HashMap::new();
-    let mut next_token = 0usize;
+    // Socket tokens are stream slab indexes.
+    let mut streams: Slab<Stream> = Slab::new();
+    let mut calls: Slab<Call> = Slab::new();
+    let mut call_index: HashMap<u64, usize> = HashMap::new();
     let mut drain = Drain::default();
     let mut pcm = [0i16; MAX_SAMPLES];
     let mut next_tick = clock::now() + TICK;
@@ -186,17 +281,27 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
             if ev.token() == WAKER {
                 continue;
             }
-            let Some(s) = streams.get(&ev.token()) else { continue };
+            let Some(s) = streams.get_mut(ev.token().0) else { continue };
             if s.rtcp {
                 drain.drain(&s.socket, |_| {}); // drained so its queue does not fill
                 continue;
             }
-            let Some(call) = calls.get_mut(&s.call) else {
+            let Some(call) = calls.get_mut(s.call) else {
                 drain.drain(&s.socket, |_| {});
                 continue;
             };
-            drain.drain(&s.socket, |datagram| {
+            drain.drain_from(&s.socket, |datagram, from| {
                 let Ok(pkt) = rtp_types::RtpPacket::parse(datagram) else { return };
+                if let Some(from) = from {
+                    match s.latch.admit(from, now) {
+                        Verdict::Accept => {}
+                        Verdict::Foreign => return, // injected, or the old leg of a failover
+                        Verdict::Latched => debug!(parent: &call.span, channel = s.channel, source = %from, "RTP latched"),
+                        Verdict::Relatched { from: old } => {
+                            info!(parent: &call.span, channel = s.channel, source = %from, previous = %old, "RTP source silent for media.relatch_after: re-latched to a new source")
+                        }
+                    }
+                }
                 call.last_activity = now;
                 if pkt.payload_type() != s.payload_type {
                     return; // telephone-event, comfort noise, …: not audio for now
@@ -215,60 +320,71 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
             match cmd {
                 Command::Add(setup) => {
                     let setup = *setup;
-                    let mut tokens = Vec::new();
-                    for st in setup.streams {
-                        for (sock, rtcp) in [(st.rtp, false), (st.rtcp, true)] {
-                            let token = Token(next_token);
-                            next_token = next_token.wrapping_add(1) % (usize::MAX - 1);
-                            let mut socket = UdpSocket::from_std(sock);
-                            if let Err(e) = poll.registry().register(&mut socket, token, Interest::READABLE) {
-                                warn!(error = %e, "cannot watch an RTP socket");
-                                continue;
-                            }
-                            tokens.push(token);
-                            streams.insert(
-                                token,
-                                Stream { call: setup.key, channel: st.channel, law: st.law, payload_type: st.payload_type, socket, rtcp },
-                            );
-                        }
-                    }
                     // No file: the call is answered but not stored (Tethr's recording settings).
                     let recorded = setup.file.is_some();
                     let wav = setup.file.and_then(|file| {
                         match WavWriter::new(BufWriter::with_capacity(64 * 1024, file), setup.channels as u16, SAMPLE_RATE) {
                             Ok(w) => Some(w),
                             Err(e) => {
+                                let _in_call = setup.span.enter();
                                 error!(path = %setup.path.display(), error = %e, "cannot write recording header");
                                 None
                             }
                         }
                     });
-                    calls.insert(
-                        setup.key,
-                        Call {
-                            session_id: setup.session_id,
-                            timeline: Timeline::new(setup.t0, SAMPLE_RATE, setup.channels, setup.window),
-                            error: (recorded && wav.is_none()).then(|| "cannot write WAV header".to_string()),
-                            wav,
-                            tokens,
-                            last_activity: setup.t0,
-                            rtp_timeout: setup.rtp_timeout,
-                            timeout_reported: false,
-                            last_checkpoint: setup.t0,
-                        },
-                    );
+                    let index = calls.insert(Call {
+                        key: setup.key,
+                        span: setup.span,
+                        timeline: Timeline::new(setup.t0, SAMPLE_RATE, setup.channels, setup.window),
+                        error: (recorded && wav.is_none()).then(|| "cannot write WAV header".to_string()),
+                        wav,
+                        tokens: Vec::with_capacity(setup.streams.len() * 2),
+                        last_activity: setup.t0,
+                        rtp_timeout: setup.rtp_timeout,
+                        timeout_reported: false,
+                        last_checkpoint: setup.t0,
+                    });
+                    call_index.insert(setup.key, index);
+                    for st in setup.streams {
+                        for (sock, rtcp) in [(st.rtp, false), (st.rtcp, true)] {
+                            let socket = UdpSocket::from_std(sock);
+                            let token = streams.insert(Stream { call: index, channel: st.channel, law: st.law, payload_type: st.payload_type, socket, rtcp, latch: Latch::new(st.relatch_after) });
+                            let registered = match streams.get_mut(token) {
+                                Some(s) => poll.registry().register(&mut s.socket, Token(token), Interest::READABLE),
+                                None => Ok(()),
+                            };
+                            match registered {
+                                Ok(()) => {
+                                    if let Some(call) = calls.get_mut(index) {
+                                        call.tokens.push(token);
+                                    }
+                                }
+                                Err(e) => {
+                                    warn!(error = %e, "cannot watch an RTP socket");
+                                    streams.remove(token);
+                                }
+                            }
+                        }
+                    }
                 }
                 Command::End { key, end, done } => {
-                    let Some(mut call) = calls.remove(&key) else {
+                    let Some(mut call) = call_index.remove(&key).and_then(|i| calls.remove(i)) else {
                         let _ = done.send(CallResult { stats: vec![], frames: 0, error: Some("unknown call".into()), file: None });
                         continue;
                     };
+                    let mut foreign = Vec::new();
                     for t in &call.tokens {
-                        if let Some(mut s) = streams.remove(t) {
+                        if let Some(mut s) = streams.remove(*t) {
                             let _ = poll.registry().deregister(&mut s.socket);
+                            foreign.push((s.channel, s.latch.foreign()));
                         }
                     }
-                    let result = finish(&mut call, end);
+                    let mut result = finish(&mut call, end);
+                    for (channel, n) in foreign {
+                        if let Some(st) = result.stats.get_mut(channel) {
+                            st.foreign += n;
+                        }
+                    }
                     let _ = done.send(result);
                 }
                 Command::Stop => {
@@ -279,18 +395,19 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
         }
         if now >= next_tick {
             next_tick = now + TICK;
-            for (key, call) in calls.iter_mut() {
+            for call in calls.iter_mut() {
                 call.write_until(now);
                 if now.duration_since(call.last_checkpoint) >= CHECKPOINT {
                     call.last_checkpoint = now;
                     if let Some(w) = call.wav.as_mut()
                         && let Err(e) = w.checkpoint() {
-                            warn!(session_id = %call.session_id, error = %e, "cannot update WAV header");
+                            let _in_call = call.span.enter();
+                            warn!(error = %e, "cannot update WAV header");
                         }
                 }
                 if !call.timeout_reported && now.duration_since(call.last_activity) >= call.rtp_timeout {
                     call.timeout_reported = true;
-                    let _ = events.send(MediaEvent::RtpTimeout { key: *key, last: call.last_activity });
+                    let _ = events.send(MediaEvent::RtpTimeout { key: call.key, last: call.last_activity });
                 }
             }
         }

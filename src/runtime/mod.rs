@@ -9,8 +9,11 @@
 //! thread finishes the WAV, a finalize task builds `info` ([`mapping`]), moves the call to
 //! `pending/` and the delivery worker takes it from there.
 
+pub mod at_rest;
 pub mod media;
+pub mod ops;
 pub mod rx;
+pub mod tls;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -27,6 +30,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::clock::{self, Epoch};
 use crate::config::{Config, ListenTransport};
+use crate::limits::{AllowList, LogGate};
 use crate::delivery::{self, DeliveryHandle, SettingsDecision, Sink, Spool, TethrSettings};
 use crate::mapping::{self, CallSummary, ChannelSummary};
 use crate::media::ports::PortAllocator;
@@ -55,6 +59,12 @@ pub enum RuntimeError {
     /// The media thread could not start.
     #[error("media thread: {0}")]
     Media(std::io::Error),
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The spool or output directory could not be given the recordings' mode and group.
+    #[error("{0}")]
+    AtRest(#[from] at_rest::AtRestError),
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains: new INVITEs get 503, active calls
@@ -66,9 +76,22 @@ pub enum RuntimeError {
 pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
     let config = Arc::new(config);
     media::raise_fd_limit();
+    // Before anything is written: recordings are readable by the service (and output.group) only.
+    at_rest::prepare(&config)?;
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
     let mut udp = Vec::new();
     let mut tasks = JoinSet::new();
+    let limits = &config.limits;
+    let streams = transport::StreamGuard::new(
+        limits.max_connections_per_source,
+        transport::StreamLimits { idle_timeout: limits.tcp_idle_timeout, message_timeout: limits.tcp_message_timeout },
+    );
+    let tls = match config.sip.listen.iter().any(|l| l.transport == ListenTransport::Tls) {
+        true => Some(Arc::new(tls::TlsContext::new(&config.sip)?)),
+        false => None,
+    };
+    // Stream connection ids: above the UDP listener indexes, one block of 2^32 per listener.
+    let mut stream_listeners = 0u64;
     for l in &config.sip.listen {
         match l.transport {
             ListenTransport::Udp => {
@@ -80,18 +103,31 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: impl Fu
                 tasks.spawn(transport::udp_reader(udp.len() as u64, sock.clone(), in_tx.clone()));
                 udp.push(sock);
             }
-            ListenTransport::Tcp => {
+            ListenTransport::Tcp | ListenTransport::Tls => {
+                let (name, tls) = match l.transport {
+                    ListenTransport::Tls => ("tls", tls.clone()),
+                    _ => ("tcp", None),
+                };
                 let listener = TcpListener::bind(l.addr)
                     .await
-                    .map_err(|source| RuntimeError::Bind { transport: "tcp", addr: l.addr, source })?;
+                    .map_err(|source| RuntimeError::Bind { transport: name, addr: l.addr, source })?;
                 let addr = listener.local_addr().unwrap_or(l.addr);
-                info!(transport = "tcp", %addr, "SIP listening");
-                // Connection ids above the UDP listener indexes.
-                tasks.spawn(transport::tcp_acceptor(listener, 1 << 32, in_tx.clone()));
+                info!(transport = name, %addr, mutual_tls = tls.is_some() && config.sip.tls_client_ca.is_some(), "SIP listening");
+                stream_listeners += 1;
+                let first_conn = stream_listeners << 32;
+                tasks.spawn(transport::stream_acceptor(listener, tls, first_conn, streams.clone(), in_tx.clone()));
             }
         }
     }
     drop(in_tx);
+    let http = match config.service.http_listen {
+        Some(addr) => {
+            let listener = ops::bind(addr).await.map_err(|source| RuntimeError::Bind { transport: "http", addr, source })?;
+            info!(transport = "http", addr = %listener.local_addr().unwrap_or(addr), "HTTP listening: /metrics, /health, /ready");
+            Some(listener)
+        }
+        None => None,
+    };
 
     let spool = Spool::open(&config.spool.dir)?;
     // Recordings a stopped gateway left in active/ go to pending/ before the worker scans it.
@@ -104,6 +140,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: impl Fu
         }
         None => {
             info!(dir = %config.output.dir.display(), "no [tethr] configured: writing recordings to the local directory");
+            if !config.output.retention.is_zero() {
+                tasks.spawn(at_rest::retention_task(config.output.dir.clone(), config.output.retention));
+            }
             Sink::Local { dir: config.output.dir.clone() }
         }
     };
@@ -112,15 +151,39 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: impl Fu
         let _ = stop_delivery_rx.await;
     });
 
-    tasks.spawn(reload_on_sighup(config_path, delivery.clone()));
+    // Registered here, before "taking calls" is logged, so a SIGHUP sent as soon as the gateway
+    // says it is up cannot meet the default action (terminate).
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => {
+            tasks.spawn(reload_on_sighup(hup, config_path, delivery.clone(), tls.clone()));
+        }
+        Err(e) => warn!(error = %e, "cannot handle SIGHUP; credentials and certificates reload only on restart"),
+    }
     tasks.spawn(watch_disk(spool.clone(), config.spool.min_free, delivery.clone()));
+    let readiness = Arc::new(ops::Readiness::default());
+    if let Some(listener) = http {
+        match ops::recorder() {
+            Some(handle) => {
+                let (spool, min_free, delivery) = (spool.clone(), config.spool.min_free, delivery.clone());
+                tasks.spawn(ops::serve(listener, ops::Ops { handle, readiness: readiness.clone(), spool, min_free, delivery }));
+            }
+            None => warn!("another metrics recorder is installed; the HTTP listener is not served"),
+        }
+    }
 
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (media, media_thread) = media::start(media_tx).map_err(RuntimeError::Media)?;
 
     let seed = clock::wall_now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut endpoint = Endpoint::new(EndpointConfig { user_agent: config.sip.user_agent.clone() }, seed);
+    let allow = AllowList::new(&config.limits.allow_from);
+    if !config.limits.options_from_anyone {
+        endpoint.set_options_from(allow.clone());
+    }
     let mut sig = Signalling {
-        endpoint: Endpoint::new(EndpointConfig { user_agent: config.sip.user_agent.clone() }, seed),
+        endpoint,
+        allow,
+        refusals: LogGate::default(),
         ports: PortAllocator::new(config.media.rtp_ports),
         config: config.clone(),
         epoch: Epoch::now(),
@@ -137,6 +200,14 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: impl Fu
         next_key: 1,
         rng: fastrand::Rng::with_seed(seed ^ 0x5eed),
     };
+    // /ready answers 503 from the instant the drain starts.
+    let draining = readiness.clone();
+    let shutdown = async move {
+        shutdown.await;
+        draining.set_draining();
+    };
+    readiness.set_serving();
+    info!("taking calls");
     sig.run(in_rx, media_rx, shutdown).await;
 
     // Give the delivery worker a moment to hand over what this run finished (the local sink
@@ -159,11 +230,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: impl Fu
 struct Live {
     key: u64,
     session: Session,
+    /// The call's span (`call_id`, `session`): everything logged about the call is inside it.
+    span: tracing::Span,
+    /// For the audit record: when the INVITE came and when the ACK did.
+    invite_at: Instant,
+    ack_at: Option<Instant>,
 }
 
 struct Signalling {
     config: Arc<Config>,
     endpoint: Endpoint,
+    /// `limits.allow_from`; `None` = anyone may open sessions.
+    allow: Option<AllowList>,
+    /// One refusal log line per source per 10 s.
+    refusals: LogGate,
     epoch: Epoch,
     udp: Vec<Arc<UdpSocket>>,
     conns: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
@@ -195,6 +275,9 @@ impl Signalling {
     ) {
         tokio::pin!(shutdown);
         let mut drain_deadline: Option<Instant> = None;
+        // limits.max_call_duration is checked once a second; the recording is cut at the limit.
+        let mut duration_check = tokio::time::interval(Duration::from_secs(1));
+        duration_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timer = sleep_until(self.endpoint.poll_timeout());
             let drain_timer = sleep_until(drain_deadline);
@@ -202,6 +285,7 @@ impl Signalling {
                 biased;
                 _ = &mut shutdown, if !self.draining => {
                     self.draining = true;
+                    self.endpoint.set_draining(true);
                     let grace = self.config.service.shutdown_grace;
                     info!(active_calls = self.sessions.len(), grace_s = grace.as_secs(), "shutting down: new calls get 503, active calls may finish");
                     drain_deadline = Some(clock::now() + grace);
@@ -222,8 +306,10 @@ impl Signalling {
                 Some(ev) = media_events.recv() => self.on_media(ev),
                 Some(_) = self.finalizing.join_next(), if !self.finalizing.is_empty() => {}
                 _ = timer => self.endpoint.handle_timeout(clock::now()),
+                _ = duration_check.tick() => self.end_overlong_calls(),
             }
             self.pump().await;
+            ops::set_active(self.sessions.len(), self.sessions.values().map(|l| l.session.plans.len()).sum());
             if self.draining && self.sessions.is_empty() && self.finalizing.is_empty() {
                 break;
             }
@@ -246,6 +332,8 @@ impl Signalling {
         match ev {
             MediaEvent::RtpTimeout { key, last } => {
                 let Some(id) = self.keys.get(&key).cloned() else { return };
+                let span = self.span_of(Some(&id));
+                let _in_call = span.enter();
                 let timeout = self.config.media.rtp_timeout;
                 info!(call_id = %id.call_id, timeout_s = timeout.as_secs(), "no RTP for media.rtp_timeout: ending the call with BYE");
                 self.endpoint.send_bye(clock::now(), &id);
@@ -273,6 +361,7 @@ impl Signalling {
     }
 
     async fn transmit(&mut self, t: Transmit) {
+        ops::count_sent(&t.bytes);
         match t.peer.transport {
             Transport::Udp => {
                 let Some(sock) = t.peer.conn.and_then(|i| self.udp.get(i as usize)) else { return };
@@ -280,7 +369,7 @@ impl Signalling {
                     debug!(dest = %t.dest, error = %e, "udp send failed");
                 }
             }
-            Transport::Tcp => match t.peer.conn.and_then(|c| self.conns.get(&c)) {
+            Transport::Tcp | Transport::Tls => match t.peer.conn.and_then(|c| self.conns.get(&c)) {
                 Some(tx) => {
                     let _ = tx.send(t.bytes);
                 }
@@ -291,12 +380,15 @@ impl Signalling {
 
     fn on_event(&mut self, ev: Event) {
         let now = clock::now();
+        let span = self.span_of(event_dialog(&ev));
+        let _in_call = span.enter();
         match ev {
             Event::Invite { tx, request, peer } => self.on_invite(tx, &request, peer),
             Event::ReInvite { tx, dialog, request } => self.on_reinvite(&tx, &dialog, &request),
             Event::Ack { dialog } => {
                 if let Some(live) = self.sessions.get_mut(&dialog) {
                     live.session.phase = Phase::Confirmed;
+                    live.ack_at.get_or_insert(now);
                     debug!(call_id = %dialog.call_id, "ACK: session confirmed");
                 }
             }
@@ -330,10 +422,20 @@ impl Signalling {
             Event::Cancelled { .. } => info!("INVITE cancelled before it was answered; nothing recorded"),
             Event::ByeDone { dialog, code } => debug!(call_id = %dialog.call_id, ?code, "our BYE completed"),
             Event::Rejected { peer, code, reason } => match code {
-                Some(code) => info!(remote = %peer.remote, code, %reason, "request refused"),
+                // A flood of bad requests from one source makes one line per 10 s.
+                Some(code) => {
+                    if let Some(held) = self.refusals.admit(peer.remote.ip(), now) {
+                        info!(remote = %peer.remote, code, %reason, also_refused = held, "request refused");
+                    }
+                }
                 None => debug!(remote = %peer.remote, %reason, "message dropped"),
             },
         }
+    }
+
+    /// The span of the call on `dialog`, or none.
+    fn span_of(&self, dialog: Option<&DialogId>) -> tracing::Span {
+        dialog.and_then(|d| self.sessions.get(d)).map_or_else(tracing::Span::none, |l| l.span.clone())
     }
 
     fn limits(&self) -> OfferLimits {
@@ -355,15 +457,52 @@ impl Signalling {
         transport::local_ip_toward(peer.remote).unwrap_or(peer.local.ip())
     }
 
+    /// Ends, with BYE, the calls that reached `limits.max_call_duration`; each recording ends
+    /// exactly at the limit.
+    fn end_overlong_calls(&mut self) {
+        let (now, max) = (clock::now(), self.config.limits.max_call_duration);
+        let overlong: Vec<(DialogId, Instant)> = self
+            .sessions
+            .iter()
+            .filter(|(_, l)| now.saturating_duration_since(l.session.t0) >= max)
+            .map(|(id, l)| (id.clone(), l.session.t0 + max))
+            .collect();
+        for (id, end) in overlong {
+            info!(call_id = %id.call_id, max_s = max.as_secs(), "call reached limits.max_call_duration: ending it with BYE");
+            self.endpoint.send_bye(now, &id);
+            self.end_call(&id, EndReason::MaxDuration, end);
+        }
+    }
+
+    /// Logs an admission refusal, at most one line per source per 10 s.
+    fn log_refusal(&mut self, remote: SocketAddr, code: u16, reason: &str) {
+        if let Some(held) = self.refusals.admit(remote.ip(), clock::now()) {
+            warn!(%remote, code, reason, also_refused = held, "INVITE refused");
+        }
+    }
+
     fn on_invite(&mut self, tx: TxKey, request: &Message, peer: Peer) {
         let call_id = request.call_id().to_string();
-        let span = info_span!("call", call_id = %call_id);
+        let invite_at = clock::now();
+        let span = info_span!("call", call_id = %call_id, session = tracing::field::Empty);
         let _g = span.enter();
+        if self.allow.as_ref().is_some_and(|a| !a.contains(peer.remote.ip())) {
+            self.log_refusal(peer.remote, 403, "source not in limits.allow_from");
+            ops::count_refusal("not_allowed", 403);
+            return self.refuse(&tx, 403, "Forbidden", Vec::new());
+        }
+        if self.sessions.len() >= self.config.limits.max_calls {
+            self.log_refusal(peer.remote, 503, "limits.max_calls reached");
+            ops::count_refusal("max_calls", 503);
+            return self.refuse(&tx, 503, "Service Unavailable", vec![("Retry-After".into(), "10".into())]);
+        }
         if self.draining {
             info!("shutting down: INVITE refused with 503");
+            ops::count_refusal("draining", 503);
             return self.refuse(&tx, 503, "Service Unavailable", vec![("Retry-After".into(), "30".into())]);
         }
         if !self.spool.has_room(self.config.spool.min_free) {
+            ops::count_refusal("disk_full", 503);
             return self.refuse(&tx, 503, "Service Unavailable", vec![("Retry-After".into(), "60".into())]);
         }
         let offer = match siprec::parse_offer(request.header("Content-Type"), &request.body, &self.limits()) {
@@ -371,6 +510,7 @@ impl Signalling {
             Err(e) => {
                 let r = session::refusal_for(&e);
                 warn!(code = r.code, detail = %r.detail, "SIPREC offer refused");
+                ops::count_refusal("offer", r.code);
                 return self.refuse(&tx, r.code, r.reason, Vec::new());
             }
         };
@@ -381,6 +521,7 @@ impl Signalling {
             Ok(p) => p,
             Err(r) => {
                 warn!(code = r.code, detail = %r.detail, "SIPREC offer refused");
+                ops::count_refusal("media", r.code);
                 return self.refuse(&tx, r.code, r.reason, Vec::new());
             }
         };
@@ -398,12 +539,14 @@ impl Signalling {
                         capacity = self.ports.capacity(),
                         "no free RTP port pair in media.rtp_ports: INVITE refused with 503"
                     );
+                    ops::count_refusal("no_rtp_ports", 503);
                     return self.refuse(&tx, 503, "Service Unavailable", vec![("Retry-After".into(), "5".into())]);
                 }
             }
         }
         let ports: Vec<u16> = sockets.iter().map(|s| s.0).collect();
         let name = self.unique_name(&call_id);
+        span.record("session", name.as_str());
         let labels: Vec<Option<String>> = plans.iter().map(|p| p.label.clone()).collect();
         let skipped = self.settings_say_skip(&offer.metadata, &labels);
         let path = self.spool.active_dir(&name).join("audio.wav");
@@ -421,6 +564,7 @@ impl Signalling {
                     self.ports.release(*p);
                 }
                 error!(path = %path.display(), error = %e, "cannot create the recording file: INVITE refused with 500");
+                ops::count_refusal("spool_error", 500);
                 return self.refuse(&tx, 500, "Server Internal Error", vec![("Retry-After".into(), "5".into())]);
             }
         };
@@ -444,6 +588,7 @@ impl Signalling {
             let _ = std::fs::remove_dir_all(self.spool.active_dir(&name));
             return;
         };
+        ops::count_call_started();
         let key = self.next_key;
         self.next_key += 1;
         let streams = plans
@@ -455,11 +600,12 @@ impl Signalling {
                 rtcp,
                 law: plan.law(),
                 payload_type: plan.codec.payload_type,
+                relatch_after: self.config.media.relatch_after,
             })
             .collect();
         self.media.send(Command::Add(Box::new(CallSetup {
             key,
-            session_id: call_id.clone(),
+            span: span.clone(),
             t0,
             window: self.config.media.reorder_window,
             rtp_timeout: self.config.media.rtp_timeout,
@@ -490,7 +636,9 @@ impl Signalling {
                 self.journal(&name, delivery::JournalEvent::Recorded, format!("call_id={call_id} streams={}", plans.len()));
             }
             Some(reason) => {
-                info!(session = %name, %reason, "Tethr's recording settings exclude this call: answered, nothing stored");
+                // The reason names the agent (personal data): debug only; the journal has it too.
+                debug!(%reason, "recording settings decision");
+                info!(session = %name, "Tethr's recording settings exclude this call: answered, nothing stored");
                 self.journal(&name, delivery::JournalEvent::Skipped, format!("call_id={call_id} {reason}"));
             }
         }
@@ -511,7 +659,7 @@ impl Signalling {
             skipped,
         };
         self.keys.insert(key, dialog.clone());
-        self.sessions.insert(dialog, Live { key, session });
+        self.sessions.insert(dialog, Live { key, session, span: span.clone(), invite_at, ack_at: None });
     }
 
     /// Writes the call's `call.json` (off the signalling task: it fsyncs).
@@ -661,12 +809,14 @@ impl Signalling {
         if excluded_late {
             live.session.skipped = self.settings_say_skip(&live.session.metadata, &labels);
         }
+        ops::count_call_ended(reason.as_str(), live.session.skipped.is_none());
         let (done_tx, done_rx) = oneshot::channel();
         self.media.send(Command::End { key: live.key, end, done: done_tx });
         if let Some(reason) = live.session.skipped.clone() {
             if excluded_late {
                 // Recorded until now: discard what was written once the media thread let go.
-                info!(session = %live.session.name, %reason, "Tethr's recording settings exclude this call: its recording is discarded");
+                debug!(%reason, "recording settings decision");
+                info!(session = %live.session.name, "Tethr's recording settings exclude this call: its recording is discarded");
                 self.journal(&live.session.name, delivery::JournalEvent::Skipped, reason);
                 let dir = self.spool.active_dir(&live.session.name);
                 self.finalizing.spawn(async move {
@@ -680,7 +830,7 @@ impl Signalling {
         let spool = self.spool.clone();
         let delivery = self.delivery.clone();
         let epoch = self.epoch;
-        let span = info_span!("call", call_id = %id.call_id);
+        let (span, invite_at, ack_at) = (live.span.clone(), live.invite_at, live.ack_at);
         self.finalizing.spawn(
             async move {
                 let mut s = live.session;
@@ -713,6 +863,9 @@ impl Signalling {
                         warn!(channel = c, label = ?ch.label, "no RTP arrived on this stream: its channel is silent");
                     }
                 }
+                ops::count_recording(&channels, result.frames);
+                let times = AuditTimes { invite: invite_at, ack: ack_at, end };
+                let audit = audit_record(&s, &channels, epoch, times, reason, result.frames).to_json();
                 let info = mapping::build_info(&CallSummary {
                     session_id: &s.session_id,
                     t0: s.t0,
@@ -732,7 +885,18 @@ impl Signalling {
                     }
                 };
                 let name = s.name.clone();
-                let finished = tokio::task::spawn_blocking(move || spool.finish(&name, &bytes)).await;
+                let finished = tokio::task::spawn_blocking(move || {
+                    // Before the move to pending/, so the record travels with the recording.
+                    let audit = spool.write_active(&name, delivery::audit::AUDIT_FILE, &audit);
+                    (audit, spool.finish(&name, &bytes))
+                })
+                .await;
+                let finished = finished.map(|(audit, finished)| {
+                    if let Err(e) = audit {
+                        warn!(error = %e, "cannot write audit.json; the recording goes on without it");
+                    }
+                    finished
+                });
                 match finished {
                     Ok(Ok(_)) => {
                         let secs = end.saturating_duration_since(s.t0).as_secs_f64();
@@ -748,18 +912,99 @@ impl Signalling {
     }
 }
 
-/// On SIGHUP, reads the config file again and hands the Tethr credentials to the delivery
-/// worker (a secret rotated in the file, in its secret file or in the environment).
-async fn reload_on_sighup(config_path: Option<PathBuf>, delivery: DeliveryHandle) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+/// When the call's SIP events happened, for its audit record.
+struct AuditTimes {
+    invite: Instant,
+    ack: Option<Instant>,
+    end: Instant,
+}
+
+/// The audit record of a finished call (`audit.json`; see [`delivery::audit`]).
+fn audit_record(
+    s: &Session,
+    channels: &[ChannelSummary],
+    epoch: Epoch,
+    times: AuditTimes,
+    reason: EndReason,
+    frames: u64,
+) -> delivery::audit::AuditRecord {
+    let at = |t: Instant| mapping::iso8601(epoch.wall_of(t));
+    let (metadata_warnings, metadata_error) = match &s.metadata {
+        MetadataOutcome::Parsed(md) => (md.warnings.clone(), None),
+        MetadataOutcome::Invalid { error, .. } => (Vec::new(), Some(error.clone())),
+        MetadataOutcome::Absent => (Vec::new(), None),
+    };
+    delivery::audit::AuditRecord {
+        session_id: s.session_id.clone(),
+        recording: s.name.clone(),
+        invite_received: at(times.invite),
+        answered: at(s.t0),
+        ack: times.ack.map(at),
+        ended: at(times.end.max(s.t0)),
+        end_reason: reason.as_str().to_owned(),
+        duration_sec: frames as f64 / f64::from(media::SAMPLE_RATE),
+        streams: channels
+            .iter()
+            .enumerate()
+            .map(|(channel, ch)| delivery::audit::AuditStream {
+                channel,
+                label: ch.label.clone(),
+                codec: ch.codec.to_owned(),
+                packets: ch.stats.packets,
+                lost: ch.stats.lost,
+                late: ch.stats.late,
+            })
+            .collect(),
+        metadata_warnings,
+        metadata_error,
+        notes: s.notes.clone(),
+        delivery: None,
+    }
+}
+
+/// The dialog an endpoint event is about, if any.
+fn event_dialog(ev: &Event) -> Option<&DialogId> {
+    match ev {
+        Event::ReInvite { dialog, .. }
+        | Event::Ack { dialog }
+        | Event::Bye { dialog, .. }
+        | Event::InDialog { dialog, .. }
+        | Event::AckTimeout { dialog }
+        | Event::SessionExpired { dialog }
+        | Event::ByeDone { dialog, .. } => Some(dialog),
+        _ => None,
+    }
+}
+
+/// On SIGHUP, reads the config file again, hands the Tethr credentials to the delivery worker
+/// (a secret rotated in the file, in its secret file or in the environment) and reloads the TLS
+/// certificate, key and client CA of the `tls:` listeners.
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    config_path: Option<PathBuf>,
+    delivery: DeliveryHandle,
+    tls: Option<Arc<tls::TlsContext>>,
+) {
     while hup.recv().await.is_some() {
         let Some(path) = &config_path else {
             info!("SIGHUP: no config file to read again (started without --config)");
             continue;
         };
-        let loaded = Config::load(path).and_then(|c| c.tethr.as_ref().map(TethrSettings::from_config).transpose());
-        match loaded {
+        let config = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(config = %path.display(), error = %e, "SIGHUP: config not reloaded, the old credentials and certificate stay");
+                continue;
+            }
+        };
+        // The TLS certificate and key (a renewal) apply to connections accepted from now on.
+        if let Some(tls) = &tls {
+            match tls.reload(&config.sip) {
+                Ok(()) => info!("SIGHUP: TLS certificate and key reloaded"),
+                Err(e) => error!(error = %e, "SIGHUP: TLS files not reloaded, the old certificate stays"),
+            }
+        }
+        match config.tethr.as_ref().map(TethrSettings::from_config).transpose() {
             Ok(Some(settings)) => {
                 info!(config = %path.display(), "SIGHUP: Tethr credentials reloaded");
                 delivery.reload(settings);
@@ -795,11 +1040,13 @@ fn contact_header(peer: &Peer, address: IpAddr) -> String {
         IpAddr::V6(a) => format!("[{a}]"),
         IpAddr::V4(a) => a.to_string(),
     };
-    let transport = match peer.transport {
-        Transport::Udp => "",
-        Transport::Tcp => ";transport=tcp",
+    // RFC 5630 §3.1.3: over TLS, a sips: URI so in-dialog requests come back over TLS.
+    let (scheme, transport) = match peer.transport {
+        Transport::Udp => ("sip", ""),
+        Transport::Tcp => ("sip", ";transport=tcp"),
+        Transport::Tls => ("sips", ";transport=tls"),
     };
-    format!("<sip:siprec-gateway@{host}:{}{transport}>", peer.local.port())
+    format!("<{scheme}:siprec-gateway@{host}:{}{transport}>", peer.local.port())
 }
 
 /// The c= address of an answer we gave before.

@@ -11,16 +11,17 @@
 //! It does not know what a packet means.
 
 use std::io::IoSliceMut;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, MultiHeaders, recvmmsg};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
 /// Smallest interval between two wake-ups of a receive loop. It delays a packet by at most
 /// this much, which the reorder window (60 ms by default) absorbs.
-pub const CADENCE: Duration = Duration::from_millis(10);
+pub const CADENCE: Duration = Duration::from_millis(5);
 /// Datagrams per `recvmmsg`.
 pub const BATCH: usize = 16;
 /// Room per datagram: G.711 packets of up to 240 ms. Longer datagrams are cut and skipped.
@@ -39,20 +40,27 @@ pub fn pace(last_wake: Instant) {
 /// Reads datagrams in batches into one reused buffer (nothing is allocated per call).
 pub struct Drain {
     buf: Box<[u8]>,
-    headers: MultiHeaders<()>,
+    headers: MultiHeaders<SockaddrStorage>,
     /// Length of each datagram of the last batch; `None` for one that was cut.
     lens: [Option<usize>; BATCH],
+    /// Source of each datagram of the last batch (for RTP latching).
+    sources: [Option<SocketAddr>; BATCH],
 }
 
 impl Default for Drain {
     fn default() -> Self {
-        Drain { buf: vec![0; BATCH * SLOT].into_boxed_slice(), headers: MultiHeaders::preallocate(BATCH, None), lens: [None; BATCH] }
+        Drain { buf: vec![0; BATCH * SLOT].into_boxed_slice(), headers: MultiHeaders::preallocate(BATCH, None), lens: [None; BATCH], sources: [None; BATCH] }
     }
 }
 
 impl Drain {
     /// Reads every datagram queued on `socket`, handing each to `on_packet`; returns how many.
     pub fn drain(&mut self, socket: &UdpSocket, mut on_packet: impl FnMut(&[u8])) -> usize {
+        self.drain_from(socket, |datagram, _| on_packet(datagram))
+    }
+
+    /// As [`Drain::drain`], with each datagram's source address.
+    pub fn drain_from(&mut self, socket: &UdpSocket, mut on_packet: impl FnMut(&[u8], Option<SocketAddr>)) -> usize {
         let fd = socket.as_raw_fd();
         let mut total = 0;
         loop {
@@ -62,8 +70,9 @@ impl Drain {
                 match recvmmsg(fd, &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
                     Ok(msgs) => {
                         let mut n = 0;
-                        for (len, m) in self.lens.iter_mut().zip(msgs) {
+                        for ((len, src), m) in self.lens.iter_mut().zip(self.sources.iter_mut()).zip(msgs) {
                             *len = (!m.flags.contains(MsgFlags::MSG_TRUNC)).then_some(m.bytes);
+                            *src = m.address.as_ref().and_then(socket_addr);
                             n += 1;
                         }
                         n
@@ -76,9 +85,9 @@ impl Drain {
                     }
                 }
             };
-            for (i, len) in self.lens[..got].iter().enumerate() {
+            for (i, (len, src)) in self.lens[..got].iter().zip(&self.sources[..got]).enumerate() {
                 if let Some(len) = len {
-                    on_packet(&self.buf[i * SLOT..i * SLOT + len]);
+                    on_packet(&self.buf[i * SLOT..i * SLOT + len], *src);
                 }
             }
             total += got;
@@ -86,5 +95,14 @@ impl Drain {
                 return total;
             }
         }
+    }
+}
+
+/// The `SocketAddr` of a received datagram's source (IPv4 or IPv6).
+fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+        (Some(v4), _) => Some(SocketAddr::V4((*v4).into())),
+        (_, Some(v6)) => Some(SocketAddr::V6((*v6).into())),
+        _ => None,
     }
 }

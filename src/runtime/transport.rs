@@ -1,20 +1,27 @@
-//! SIP transports: UDP sockets and TCP listeners that turn bytes into framed messages for the
-//! signalling task, and carry its answers back.
+//! SIP transports: UDP sockets and TCP/TLS listeners that turn bytes into framed messages for
+//! the signalling task, and carry its answers back.
 //!
 //! UDP datagrams are read whole into a 64 KiB buffer (a 20 KB SIPREC INVITE arrives as one
-//! datagram after the kernel reassembles its fragments). TCP is framed by Content-Length, many
-//! messages per connection, answers on the same connection; a connection whose buffered bytes
-//! exceed the largest message is closed.
+//! datagram after the kernel reassembles its fragments). TCP and TLS are framed by
+//! Content-Length, many messages per connection, answers on the same connection; a connection
+//! whose buffered bytes exceed the largest message is closed, and so is one idle for
+//! `limits.tcp_idle_timeout` or stalled mid-message for `limits.tcp_message_timeout`. Each
+//! source may hold `limits.max_connections_per_source` connections. The TLS handshake itself
+//! is `tls`'s configuration; this module does not decide who may record.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::tls::TlsContext;
+use crate::clock;
+use crate::limits::{ConnectionCount, LogGate};
 use crate::sip::message::{self, Framed, MAX_MESSAGE_SIZE};
 use crate::sip::{Peer, Transport};
 
@@ -79,30 +86,135 @@ pub async fn udp_reader(index: u64, socket: Arc<UdpSocket>, tx: mpsc::Sender<Inb
     }
 }
 
-/// Accepts TCP connections; connection ids start at `first_conn` and grow.
-pub async fn tcp_acceptor(listener: TcpListener, first_conn: u64, tx: mpsc::Sender<Inbound>) {
+/// Limits on stream (TCP and TLS) connections, from `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// A connection with no byte for this long is closed.
+    pub idle_timeout: Duration,
+    /// A connection holding part of a message with no byte more for this long is closed
+    /// (slow-loris); also the time a TLS handshake may take.
+    pub message_timeout: Duration,
+}
+
+/// State shared by every stream listener: open connections per source and the refusal log gate.
+#[derive(Debug)]
+pub struct StreamGuard {
+    counts: Mutex<ConnectionCount>,
+    gate: Mutex<LogGate>,
+    limits: StreamLimits,
+}
+
+impl StreamGuard {
+    pub fn new(max_per_source: usize, limits: StreamLimits) -> Arc<Self> {
+        Arc::new(StreamGuard {
+            counts: Mutex::new(ConnectionCount::new(max_per_source)),
+            gate: Mutex::new(LogGate::default()),
+            limits,
+        })
+    }
+
+    /// Whether a refusal concerning `source` may be logged now (one line per source per 10 s);
+    /// `Some(n)`: `n` refusals were held back since the last line.
+    fn may_log(&self, source: IpAddr) -> Option<u64> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner()).admit(source, clock::now())
+    }
+}
+
+/// Releases a connection's place in the per-source count when the connection ends.
+struct Counted {
+    guard: Arc<StreamGuard>,
+    source: IpAddr,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.guard.counts.lock().unwrap_or_else(|e| e.into_inner()).close(self.source);
+    }
+}
+
+/// Accepts TCP connections, or TLS ones when `tls` is given; connection ids start at
+/// `first_conn` and grow. A source already holding `limits.max_connections_per_source`
+/// connections has the new one closed at once.
+pub async fn stream_acceptor(
+    listener: TcpListener,
+    tls: Option<Arc<TlsContext>>,
+    first_conn: u64,
+    guard: Arc<StreamGuard>,
+    tx: mpsc::Sender<Inbound>,
+) {
     let mut next = first_conn;
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
-                let conn = next;
+                let admitted = guard.counts.lock().unwrap_or_else(|e| e.into_inner()).try_open(remote.ip());
+                if !admitted {
+                    if let Some(held) = guard.may_log(remote.ip()) {
+                        warn!(%remote, also_refused = held, "connection closed: limits.max_connections_per_source reached for this source");
+                    }
+                    drop(stream);
+                    continue;
+                }
+                let counted = Counted { guard: guard.clone(), source: remote.ip() };
+                debug!(%remote, conn = next, tls = tls.is_some(), "stream connection");
+                tokio::spawn(serve(stream, remote, next, tls.clone(), counted, tx.clone()));
                 next += 1;
-                debug!(%remote, conn, "tcp connection");
-                tokio::spawn(tcp_connection(stream, remote, conn, tx.clone()));
             }
             Err(e) => {
                 warn!(error = %e, "tcp accept failed");
                 // EMFILE and friends: do not spin.
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-async fn tcp_connection(stream: TcpStream, remote: SocketAddr, conn: u64, tx: mpsc::Sender<Inbound>) {
+/// Runs one accepted connection: the TLS handshake when `tls` is given (bounded by
+/// `limits.tcp_message_timeout`), then the framing loop. `counted` holds its place in the
+/// per-source count until it ends.
+async fn serve(
+    stream: TcpStream,
+    remote: SocketAddr,
+    conn: u64,
+    tls: Option<Arc<TlsContext>>,
+    counted: Counted,
+    tx: mpsc::Sender<Inbound>,
+) {
+    let guard = counted.guard.clone();
     let _ = stream.set_nodelay(true);
     let Ok(local) = stream.local_addr() else { return };
-    let (mut rd, mut wr) = stream.into_split();
+    let Some(tls) = tls else {
+        let peer = Peer { transport: Transport::Tcp, remote, local, conn: Some(conn) };
+        return stream_connection(stream, peer, &guard, tx).await;
+    };
+    match tokio::time::timeout(guard.limits.message_timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let peer = Peer { transport: Transport::Tls, remote, local, conn: Some(conn) };
+            stream_connection(stream, peer, &guard, tx).await;
+        }
+        // A client without an acceptable certificate (mutual TLS), or not speaking TLS.
+        Ok(Err(e)) => {
+            if let Some(held) = guard.may_log(remote.ip()) {
+                info!(%remote, error = %e, also_refused = held, "TLS handshake refused");
+            }
+        }
+        Err(_) => {
+            if let Some(held) = guard.may_log(remote.ip()) {
+                info!(%remote, also_refused = held, "TLS handshake not finished within limits.tcp_message_timeout: connection closed");
+            }
+        }
+    }
+    drop(counted);
+}
+
+/// Frames SIP messages off one TCP or TLS connection (`peer` says which) and writes what the
+/// signalling task sends back, until either side closes or a limit closes it.
+async fn stream_connection<S>(stream: S, peer: Peer, guard: &StreamGuard, tx: mpsc::Sender<Inbound>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let limits = guard.limits;
+    let (remote, conn) = (peer.remote, peer.conn.unwrap_or_default());
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
     let pong = wtx.clone();
     if tx.send(Inbound::Opened { conn, tx: wtx }).await.is_err() {
@@ -113,15 +225,34 @@ async fn tcp_connection(stream: TcpStream, remote: SocketAddr, conn: u64, tx: mp
             if wr.write_all(&bytes).await.is_err() {
                 break;
             }
+            // TLS buffers a record until flushed.
+            if wr.flush().await.is_err() {
+                break;
+            }
         }
     });
-    let peer = Peer { transport: Transport::Tcp, remote, local, conn: Some(conn) };
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16 * 1024];
     'read: loop {
-        let n = match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        // SBCs keep idle connections for reuse, so the idle limit is long; a connection that
+        // stopped in the middle of a message is holding our memory for nothing.
+        let idle = buf.is_empty();
+        let wait = if idle { limits.idle_timeout } else { limits.message_timeout };
+        let n = match tokio::time::timeout(wait, rd.read(&mut chunk)).await {
+            // Idle connections end rarely (minutes apart); stalled ones may be an attack.
+            Err(_) if idle => {
+                info!(%remote, transport = ?peer.transport, reason = "no bytes for limits.tcp_idle_timeout", "closing connection");
+                break;
+            }
+            Err(_) => {
+                if let Some(held) = guard.may_log(remote.ip()) {
+                    let reason = "partial message not completed within limits.tcp_message_timeout";
+                    info!(%remote, transport = ?peer.transport, reason, also_refused = held, "closing connection");
+                }
+                break;
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
@@ -141,7 +272,7 @@ async fn tcp_connection(stream: TcpStream, remote: SocketAddr, conn: u64, tx: mp
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    info!(%remote, error = %e, "closing tcp connection: unframeable SIP stream");
+                    info!(%remote, error = %e, "closing connection: unframeable SIP stream");
                     break 'read;
                 }
             }

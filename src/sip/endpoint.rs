@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::message::{self, Message, ParseError, StartLine, Via};
 use super::timer::{self, Agreed, Refresher, Running};
+use crate::limits::AllowList;
 
 /// RFC 3261 §17.1.1.1 timer values.
 pub const T1: Duration = Duration::from_millis(500);
@@ -41,16 +42,19 @@ const KNOWN_NOT_ALLOWED: &[&str] =
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS on a stream (RFC 3261 §26.2); framed like TCP.
+    Tls,
 }
 
 impl Transport {
     pub fn reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
     fn via_name(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 }
@@ -215,6 +219,10 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     /// Source of tags and branches; seeded so tests are reproducible.
     rng: fastrand::Rng,
+    /// Shutting down: OPTIONS probes get 503 so the SBC sends new calls elsewhere.
+    draining: bool,
+    /// Sources whose out-of-dialog OPTIONS get 200; `None` = anyone. Others get 403.
+    options_from: Option<AllowList>,
 }
 
 /// Where a response to a request goes (§18.2.2, RFC 3581 rport).
@@ -267,7 +275,21 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             rng: fastrand::Rng::with_seed(seed),
+            draining: false,
+            options_from: None,
         }
+    }
+
+    /// While draining, out-of-dialog OPTIONS are answered 503 with `Retry-After`, so an SBC's
+    /// OPTIONS ping marks this SRS down and new calls go to the next one.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Only sources in `allowed` get 200 to an out-of-dialog OPTIONS; others get 403.
+    /// `None` answers anyone.
+    pub fn set_options_from(&mut self, allowed: Option<AllowList>) {
+        self.options_from = allowed;
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -471,6 +493,12 @@ impl Endpoint {
         }
         match method.as_str() {
             "INVITE" => self.new_invite(key, peer, msg),
+            "OPTIONS" if self.options_from.as_ref().is_some_and(|a| !a.contains(peer.remote.ip())) => {
+                self.reject(peer, &msg, 403, "Forbidden (source not in limits.allow_from)", &[]);
+            }
+            "OPTIONS" if self.draining => {
+                self.reject(peer, &msg, 503, "Service Unavailable (shutting down)", &[("Retry-After", "30".to_string())]);
+            }
             "OPTIONS" => {
                 let mut resp = msg.response(200, "OK", Some(&self.random_token()));
                 resp.push_header("Allow", ALLOW);
@@ -1085,6 +1113,38 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
         assert_eq!(drain(&mut ep), vec!["SIP/2.0 200 OK"]);
         assert!(ep.poll_event().is_none());
         assert_eq!(ep.dialog_count(), 0);
+    }
+
+    #[test]
+    fn options_get_503_while_draining_and_403_from_outside_the_allow_list() {
+        let mut ep = ep();
+        let now = crate::clock::now();
+        let options = |b: &str| request("OPTIONS", b, None, 1);
+        ep.set_draining(true);
+        ep.handle_message(now, peer(Transport::Udp), options("z9hG4bKd1").as_bytes());
+        let out = drain_full(&mut ep);
+        assert!(out[0].starts_with("SIP/2.0 503") && out[0].contains("Retry-After: 30\r\n"), "{}", out[0]);
+        ep.set_draining(false);
+        let elsewhere = AllowList::new(&["198.51.100.0/24".parse().unwrap()]);
+        ep.set_options_from(elsewhere);
+        ep.handle_message(now, peer(Transport::Udp), options("z9hG4bKd2").as_bytes());
+        assert_eq!(drain(&mut ep), vec!["SIP/2.0 403 Forbidden (source not in limits.allow_from)"]);
+        ep.set_options_from(AllowList::new(&["192.0.2.0/24".parse().unwrap()]));
+        ep.handle_message(now, peer(Transport::Udp), options("z9hG4bKd3").as_bytes());
+        assert_eq!(drain(&mut ep), vec!["SIP/2.0 200 OK"]);
+    }
+
+    #[test]
+    fn our_bye_over_tls_says_tls_in_its_via() {
+        let mut ep = ep();
+        let now = crate::clock::now();
+        ep.handle_message(now, peer(Transport::Tls), invite("z9hG4bK1").as_bytes());
+        let Some(Event::Invite { tx, .. }) = ep.poll_event() else { panic!("no invite") };
+        let id = ep.respond_invite(now, &tx, 200, "OK", vec![], Some(("application/sdp".into(), b"v=0\r\n".to_vec()))).unwrap();
+        drain(&mut ep);
+        ep.send_bye(now, &id);
+        let bye = drain_full(&mut ep).pop().unwrap();
+        assert!(bye.starts_with("BYE ") && bye.contains("\r\nVia: SIP/2.0/TLS 192.0.2.10:5060;"), "{bye}");
     }
 
     #[test]

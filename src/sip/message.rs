@@ -25,7 +25,7 @@ pub enum ParseError {
     /// The start line is neither a request line nor a status line.
     #[error("bad start line")]
     BadStartLine,
-    /// A header line has no colon or an empty name.
+    /// A header line has no colon, or its name is empty or not a token (RFC 3261 §25.1).
     #[error("bad header line")]
     BadHeader,
     /// Content-Length is not a non-negative number, or appears twice (RFC 3261 §20.14; RFC 4475
@@ -146,9 +146,11 @@ pub fn frame(buf: &[u8]) -> Result<Option<Framed>, ParseError> {
     };
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut length = None;
-    for line in head.lines() {
+    // A folded line continues the header above it (§7.3.1): it is never a Content-Length of
+    // its own, whatever it says.
+    for line in head.lines().filter(|l| !l.starts_with([' ', '\t'])) {
         if let Some((name, value)) = line.split_once(':')
-            && header_is(name.trim(), "Content-Length")
+            && header_is(name.trim_end(), "Content-Length")
         {
             if length.is_some() {
                 return Err(ParseError::BadContentLength);
@@ -156,7 +158,8 @@ pub fn frame(buf: &[u8]) -> Result<Option<Framed>, ParseError> {
             length = Some(value.trim().parse::<usize>().map_err(|_| ParseError::BadContentLength)?);
         }
     }
-    let total = end + term + length.unwrap_or(0);
+    // A Content-Length near usize::MAX must not wrap around into a short frame.
+    let total = (end + term).checked_add(length.unwrap_or(0)).ok_or(ParseError::TooLarge)?;
     if total > MAX_MESSAGE_SIZE {
         return Err(ParseError::TooLarge);
     }
@@ -226,15 +229,20 @@ impl Message {
             if line.starts_with([' ', '\t']) {
                 // §7.3.1 folding: a continuation line belongs to the previous header.
                 let (_, value) = headers.last_mut().ok_or(ParseError::BadHeader)?;
-                if !value.is_empty() {
+                // A blank continuation adds nothing: the value stays trimmed, so it reads the
+                // same once serialized.
+                let more = line.trim();
+                if !value.is_empty() && !more.is_empty() {
                     value.push(' ');
                 }
-                value.push_str(line.trim());
+                value.push_str(more);
                 continue;
             }
             let (name, value) = line.split_once(':').ok_or(ParseError::BadHeader)?;
             let name = name.trim_end();
-            if name.is_empty() || name.contains([' ', '\t']) {
+            // §7.3.1, §25.1: a header name is a token. A stray CR before it would otherwise
+            // hide a Content-Length from this parser that `frame` still sees.
+            if name.is_empty() || !name.bytes().all(is_token_char) {
                 return Err(ParseError::BadHeader);
             }
             headers.push((name.to_string(), value.trim().to_string()));
@@ -885,6 +893,40 @@ l: 4\r\n\r\nv=0\r\nEXTRA";
         let rtp = [0x80, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 1, b'\n', b'\n'];
         assert!(Message::parse_unchecked(&rtp).is_err());
         assert_eq!(Message::parse_unchecked(b"hello world\r\n\r\n"), Err(ParseError::BadStartLine));
+    }
+
+    // Found by fuzzing (fuzz/regressions/sip_message/frame-content-length-overflow): the sum
+    // overflowed, a panic in debug builds and a frame shorter than its header in release.
+    #[test]
+    fn frame_content_length_near_usize_max_is_too_large() {
+        let msg = format!("INVITE sip:a@b SIP/2.0\r\nContent-Length: {}\r\n\r\n", usize::MAX);
+        assert_eq!(frame(msg.as_bytes()), Err(ParseError::TooLarge));
+    }
+
+    // Found by fuzzing (fuzz/regressions/sip_message/cr-before-header-name): `parse` kept
+    // "\rContent-Length" as an unknown header while `frame` counted it as the Content-Length, so
+    // a message we serialized did not frame.
+    #[test]
+    fn header_name_after_a_stray_cr_is_a_bad_header() {
+        let msg = INVITE.replace("CSeq: 1 INVITE\r\n", "CSeq: 1 INVITE\n\rContent-Length: 0\r\n");
+        assert_eq!(Message::parse(msg.as_bytes()), Err(ParseError::BadHeader));
+    }
+
+    // Found by fuzzing (fuzz/regressions/sip_message/blank-folded-line): a continuation line of
+    // blanks left a trailing space in the value, so serializing and parsing again changed it.
+    #[test]
+    fn blank_folded_line_adds_nothing_to_the_value() {
+        let msg = INVITE.replace("Require: siprec\r\n", "Require: siprec\r\n \t\r\n");
+        let parsed = Message::parse(msg.as_bytes()).unwrap();
+        assert_eq!(parsed.header("Require"), Some("siprec"));
+        let wire = parsed.to_bytes();
+        assert_eq!(Message::parse(&wire).unwrap().to_bytes(), wire);
+    }
+
+    #[test]
+    fn frame_ignores_a_content_length_inside_a_folded_line() {
+        let msg = "OPTIONS sip:a@b SIP/2.0\r\nSubject: x\r\n Content-Length: 5\r\nContent-Length: 2\r\n\r\nabcdefg";
+        assert_eq!(frame(msg.as_bytes()), Ok(Some(Framed::Message(msg.len() - 5))));
     }
 
     #[test]

@@ -94,8 +94,18 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// The value of `key=` in a log line: up to the next space, without quotes.
+/// The value of `key=` in a log line: up to the next space, without quotes. In a JSON line
+/// (`service.log_format = "json"`) the value of the first `"key":` (a string without escapes,
+/// or a number or word).
 pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    if line.starts_with('{') {
+        let pattern = format!("\"{key}\":");
+        let rest = &line[line.find(&pattern)? + pattern.len()..];
+        return match rest.strip_prefix('"') {
+            Some(quoted) => Some(&quoted[..quoted.find('"')?]),
+            None => rest.split([',', '}']).next(),
+        };
+    }
     let pattern = format!(" {key}=");
     let start = line.find(&pattern)? + pattern.len();
     let rest = &line[start..];
@@ -277,6 +287,8 @@ impl Gateway {
             }
             None => panic!("gateway did not report both SIP listeners within {START_TIMEOUT:?}"),
         }
+        // Recovery done, delivery and signal handlers (SIGHUP) in place, /ready answers 200.
+        gateway.wait_for_log("taking calls", START_TIMEOUT);
         gateway
     }
 
@@ -294,6 +306,25 @@ impl Gateway {
 
     pub fn spool_dir(&self) -> PathBuf {
         self.root.path().join("spool")
+    }
+
+    /// The address of the HTTP listener (`[service] http_listen`, e.g. `"127.0.0.1:0"`), from
+    /// its log line.
+    pub fn http_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("HTTP listening", Duration::from_secs(10));
+        log_field(&line, "addr")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no addr= in {line}"))
+    }
+
+    /// The address of the SIP listener of `transport` (`"tls"`, …), from its log line.
+    pub fn listen_addr(&self, transport: &str) -> SocketAddr {
+        let lines = self.wait_for_logs("SIP listening", 3, Duration::from_secs(10));
+        lines
+            .iter()
+            .filter(|l| log_field(l, "transport") == Some(transport))
+            .find_map(|l| log_field(l, "addr")?.parse().ok())
+            .unwrap_or_else(|| panic!("no {transport} listener in {lines:?}"))
     }
 
     /// The log so far, colour codes removed.
@@ -349,6 +380,15 @@ impl Gateway {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM failed: {status}");
+    }
+
+    /// Sends SIGINT (Ctrl-C: drains like SIGTERM).
+    pub fn sigint(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT failed: {status}");
     }
 
     /// Kills the process with SIGKILL, as a crash would stop it (no drain, nothing flushed), and

@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 pub mod audio;
 pub mod gateway;
+pub mod sip_client;
 pub mod sipp;
 pub mod tethr;
