@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. On a fresh Debian machine it first installs what the black-box tests
-# use: sipp (package sip-tester) as an SRC we did not write, and tshark for captures.
+# use: sipp (package sip-tester) as an SRC we did not write, tshark for captures, and kamailio
+# as the dispatcher in front of two gateways (tests/scale_out.rs).
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v tshark >/dev/null 2>&1 || missing+=(tshark)
+command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
