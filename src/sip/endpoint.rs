@@ -689,6 +689,13 @@ impl Endpoint {
             return None; // already answered (e.g. CANCELled): the first final response wins
         }
         let mut resp = t.request.response(code, reason, Some(&t.to_tag));
+        if (101..300).contains(&code) {
+            // RFC 3261 §12.1.1: a response that establishes a dialog carries the request's
+            // Record-Route values, in order, so the SRC's ACK and BYE take the proxies' path.
+            let rr: Vec<(String, String)> =
+                t.request.headers.iter().filter(|(n, _)| message::header_is(n, "Record-Route")).cloned().collect();
+            resp.headers.extend(rr);
+        }
         resp.headers.extend(headers);
         let success = (200..300).contains(&code);
         if success {
@@ -1097,6 +1104,23 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
         assert_eq!(drain(&mut ep), vec!["SIP/2.0 200 OK"]);
         assert!(ep.poll_event().is_none());
         assert_eq!(ep.dialog_count(), 1);
+    }
+
+    #[test]
+    fn record_route_copied_into_the_200() {
+        let mut ep = ep();
+        let now = crate::clock::now();
+        let inv = invite("z9hG4bK1").replace(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nRecord-Route: <sip:p1.example;lr>\r\nRecord-Route: <sip:p2.example;lr>\r\n",
+        );
+        ep.handle_message(now, peer(Transport::Udp), inv.as_bytes());
+        let Some(Event::Invite { tx, .. }) = ep.poll_event() else { panic!("no invite") };
+        ep.poll_transmit();
+        ep.respond_invite(now, &tx, 200, "OK", vec![], None);
+        let ok = String::from_utf8(ep.poll_transmit().unwrap().bytes).unwrap();
+        let rr: Vec<&str> = ok.lines().filter(|l| l.starts_with("Record-Route:")).collect();
+        assert_eq!(rr, vec!["Record-Route: <sip:p1.example;lr>", "Record-Route: <sip:p2.example;lr>"], "{ok}");
     }
 
     #[test]

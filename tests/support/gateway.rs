@@ -405,7 +405,11 @@ impl Gateway {
         let _ = self.child.wait();
         let root = std::mem::replace(&mut self.root, tempfile::tempdir().expect("temp dir"));
         let mut next = Gateway::start_in(root, extra_toml);
-        next.previous_log = format!("{}{}\n---- restarted ----\n", self.previous_log, self.log.text());
+        next.previous_log = format!(
+            "{}{}\n---- restarted ----\n",
+            self.previous_log,
+            self.log.text()
+        );
         next
     }
 
@@ -522,7 +526,14 @@ pub fn spawn_replay(name: &str, target: SocketAddr) -> Child {
     Command::new(env!("CARGO_BIN_EXE_siprec-gateway"))
         .arg("replay")
         .arg(capture(name))
-        .args(["--target", &target.to_string(), "--speed", "1", "--transport", "udp"])
+        .args([
+            "--target",
+            &target.to_string(),
+            "--speed",
+            "1",
+            "--transport",
+            "udp",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

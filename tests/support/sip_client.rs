@@ -21,7 +21,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `tests/fixtures/tls/<name>`.
 pub fn tls_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
 }
 
 /// The harness's `[sip]` for a gateway with a TLS listener, plus `extra` lines in `[sip]`.
@@ -51,7 +53,9 @@ pub fn tls_connector(with_cert: bool) -> TlsConnector {
             .collect::<Result<Vec<_>, _>>()
             .expect("client cert");
         let key = PrivateKeyDer::from_pem_file(tls_fixture("client.key")).expect("client.key");
-        builder.with_client_auth_cert(certs, key).expect("client auth")
+        builder
+            .with_client_auth_cert(certs, key)
+            .expect("client auth")
     } else {
         builder.with_no_client_auth()
     };
@@ -77,14 +81,24 @@ pub async fn connect_tls(
     let local = tcp.local_addr()?;
     let name = ServerName::try_from("localhost").expect("server name");
     let stream = tls_connector(with_cert).connect(name, tcp).await?;
-    Ok(StreamPeer { stream, buf: Vec::new(), local, via: "TLS" })
+    Ok(StreamPeer {
+        stream,
+        buf: Vec::new(),
+        local,
+        via: "TLS",
+    })
 }
 
 /// Connects over plain TCP.
 pub async fn connect_tcp(addr: SocketAddr) -> std::io::Result<StreamPeer<TcpStream>> {
     let stream = TcpStream::connect(addr).await?;
     let local = stream.local_addr()?;
-    Ok(StreamPeer { stream, buf: Vec::new(), local, via: "TCP" })
+    Ok(StreamPeer {
+        stream,
+        buf: Vec::new(),
+        local,
+        via: "TCP",
+    })
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> StreamPeer<S> {
@@ -104,14 +118,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamPeer<S> {
                 }
                 Ok(Some(Framed::Message(len))) => {
                     let bytes: Vec<u8> = self.buf.drain(..len).collect();
-                    return Message::parse(&bytes).map_err(|e| std::io::Error::other(format!("{e:?}")));
+                    return Message::parse(&bytes)
+                        .map_err(|e| std::io::Error::other(format!("{e:?}")));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(std::io::Error::other(format!("{e:?}"))),
             }
             let n = tokio::time::timeout(READ_TIMEOUT, self.stream.read(&mut chunk))
                 .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no message from the gateway"))??;
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no message from the gateway")
+                })??;
             if n == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
@@ -152,11 +169,18 @@ impl UdpPeer {
     pub async fn bind(target: SocketAddr) -> UdpPeer {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
         let local = socket.local_addr().expect("local addr");
-        UdpPeer { socket, local, target }
+        UdpPeer {
+            socket,
+            local,
+            target,
+        }
     }
 
     pub async fn send(&self, text: &str) {
-        self.socket.send_to(text.as_bytes(), self.target).await.expect("send");
+        self.socket
+            .send_to(text.as_bytes(), self.target)
+            .await
+            .expect("send");
     }
 
     pub async fn read(&self) -> Message {
@@ -205,10 +229,22 @@ pub fn invite(via: &str, local: SocketAddr, call_id: &str) -> String {
 }
 
 /// An in-dialog request (`ACK` or `BYE`) for the call `invite(…, call_id)` answered by `ok`.
-pub fn in_dialog(method: &str, cseq: u32, via: &str, local: SocketAddr, call_id: &str, ok: &Message) -> String {
+pub fn in_dialog(
+    method: &str,
+    cseq: u32,
+    via: &str,
+    local: SocketAddr,
+    call_id: &str,
+    ok: &Message,
+) -> String {
     let to = ok.header("To").expect("To in 200");
     let target = ok.header("Contact").expect("Contact in 200");
-    let uri = target.trim().trim_start_matches('<').split('>').next().unwrap_or("");
+    let uri = target
+        .trim()
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or("");
     format!(
         "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/{via} {local};branch=z9hG4bK-{method}-{call_id};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:src@example.com>;tag=src-{call_id}\r\nTo: {to}\r\n\

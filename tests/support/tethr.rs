@@ -210,17 +210,28 @@ struct Conn {
 }
 
 fn killed() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection cut by the stand-in")
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "connection cut by the stand-in",
+    )
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         if self.kill.load(Ordering::Relaxed) {
             return Poll::Ready(Err(killed()));
         }
@@ -507,17 +518,29 @@ impl TethrStandIn {
 
     /// Waits until at least `n` archive requests arrived.
     pub async fn wait_for_archive_requests(&self, n: usize) {
-        self.wait_until(&format!("{n} archive requests"), |s| s.archive_requests() >= n)
-            .await;
+        self.wait_until(&format!("{n} archive requests"), |s| {
+            s.archive_requests() >= n
+        })
+        .await;
     }
 }
 
-async fn token(State(shared): State<Arc<Shared>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     shared.update(|r| r.token_requests += 1);
     if method != Method::POST {
-        return shared.reject(StatusCode::METHOD_NOT_ALLOWED, format!("/Token: method {method}"));
+        return shared.reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("/Token: method {method}"),
+        );
     }
-    if header_str(&headers, header::CONTENT_TYPE).split(';').next() != Some("application/x-www-form-urlencoded") {
+    if header_str(&headers, header::CONTENT_TYPE).split(';').next()
+        != Some("application/x-www-form-urlencoded")
+    {
         return shared.reject(
             StatusCode::BAD_REQUEST,
             "/Token: content-type is not form-urlencoded".into(),
@@ -536,7 +559,9 @@ async fn token(State(shared): State<Arc<Shared>>, method: Method, headers: Heade
     }
     let b = &shared.behaviour;
     let secret = shared.record().client_secret.clone();
-    if field("client_id") != Some(b.client_id.as_str()) || field("client_secret") != Some(secret.as_str()) {
+    if field("client_id") != Some(b.client_id.as_str())
+        || field("client_secret") != Some(secret.as_str())
+    {
         // A real server refuses without saying more; this one echoes what it got, so a test
         // can check the gateway scrubs it.
         return shared.reject(
@@ -585,33 +610,53 @@ fn parse_form(body: &str) -> Vec<(String, String)> {
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
-    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// The refusal of a JSON endpoint request without a valid bearer token, if it has none.
 fn unauthorized(shared: &Shared, path: &str, headers: &HeaderMap) -> Option<Response> {
     match shared.bearer(headers) {
         Some(_) => None,
-        None => Some(shared.reject(StatusCode::UNAUTHORIZED, format!("{path}: no valid bearer token"))),
+        None => Some(shared.reject(
+            StatusCode::UNAUTHORIZED,
+            format!("{path}: no valid bearer token"),
+        )),
     }
 }
 
-async fn status(State(shared): State<Arc<Shared>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+async fn status(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     const PATH: &str = "/callCapture/v1/status";
     if method != Method::POST {
-        return shared.reject(StatusCode::METHOD_NOT_ALLOWED, format!("{PATH}: method {method}"));
+        return shared.reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{PATH}: method {method}"),
+        );
     }
     if let Some(refused) = unauthorized(&shared, PATH, &headers) {
         return refused;
     }
     if !header_str(&headers, header::CONTENT_TYPE).starts_with("application/json") {
-        return shared.reject(StatusCode::BAD_REQUEST, format!("{PATH}: content-type is not JSON"));
+        return shared.reject(
+            StatusCode::BAD_REQUEST,
+            format!("{PATH}: content-type is not JSON"),
+        );
     }
     let ids: Option<Vec<String>> = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| serde_json::from_value(v.get("CallSessionIds")?.clone()).ok());
     let Some(ids) = ids else {
-        return shared.reject(StatusCode::BAD_REQUEST, format!("{PATH}: body is not {{\"CallSessionIds\":[…]}}"));
+        return shared.reject(
+            StatusCode::BAD_REQUEST,
+            format!("{PATH}: body is not {{\"CallSessionIds\":[…]}}"),
+        );
     };
     let (canned, sessions) = shared.update(|r| {
         r.status_queries.push(ids.clone());
@@ -636,10 +681,18 @@ async fn status(State(shared): State<Arc<Shared>>, method: Method, headers: Head
     axum::Json(json!({ "callSessions": sessions })).into_response()
 }
 
-async fn monitor(State(shared): State<Arc<Shared>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+async fn monitor(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     const PATH: &str = "/callCapture/v1/monitor";
     if method != Method::POST {
-        return shared.reject(StatusCode::METHOD_NOT_ALLOWED, format!("{PATH}: method {method}"));
+        return shared.reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{PATH}: method {method}"),
+        );
     }
     if let Some(refused) = unauthorized(&shared, PATH, &headers) {
         return refused;
@@ -648,11 +701,18 @@ async fn monitor(State(shared): State<Arc<Shared>>, method: Method, headers: Hea
         return shared.reject(StatusCode::BAD_REQUEST, format!("{PATH}: body is not JSON"));
     };
     let well_formed = matches!(beat["Status"].as_u64(), Some(0 | 1 | 10 | 20 | 30))
-        && beat["TimeStamp"].as_str().is_some_and(|t| t.ends_with('Z') && t.parse::<jiff::Timestamp>().is_ok())
+        && beat["TimeStamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.parse::<jiff::Timestamp>().is_ok())
         && beat["Name"].as_str().is_some_and(|n| !n.is_empty())
-        && beat["SoftwareVersion"].as_str().is_some_and(|v| !v.is_empty());
+        && beat["SoftwareVersion"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty());
     if !well_formed {
-        return shared.reject(StatusCode::BAD_REQUEST, format!("{PATH}: malformed heartbeat {beat}"));
+        return shared.reject(
+            StatusCode::BAD_REQUEST,
+            format!("{PATH}: malformed heartbeat {beat}"),
+        );
     }
     let answer = shared.update(|r| {
         r.heartbeats.push(beat);
@@ -661,10 +721,17 @@ async fn monitor(State(shared): State<Arc<Shared>>, method: Method, headers: Hea
     StatusCode::from_u16(answer).unwrap().into_response()
 }
 
-async fn recording_settings(State(shared): State<Arc<Shared>>, method: Method, headers: HeaderMap) -> Response {
+async fn recording_settings(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
     const PATH: &str = "/sources/v1/recordingSettings";
     if method != Method::GET {
-        return shared.reject(StatusCode::METHOD_NOT_ALLOWED, format!("{PATH}: method {method}"));
+        return shared.reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{PATH}: method {method}"),
+        );
     }
     if let Some(refused) = unauthorized(&shared, PATH, &headers) {
         return refused;
@@ -678,14 +745,22 @@ async fn recording_settings(State(shared): State<Arc<Shared>>, method: Method, h
     }
 }
 
-async fn archive(State(shared): State<Arc<Shared>>, ConnectInfo(cut): ConnectInfo<Cut>, req: Request) -> Response {
+async fn archive(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(cut): ConnectInfo<Cut>,
+    req: Request,
+) -> Response {
     shared.update(|r| r.archive_requests += 1);
     let response = check_and_answer(&shared, &cut, req).await;
     response.unwrap_or_else(|(status, reason)| shared.reject(status, reason))
 }
 
 /// Validates an archive request; Err is (status, reason) for a contract violation.
-async fn check_and_answer(shared: &Shared, cut: &Cut, req: Request) -> Result<Response, (StatusCode, String)> {
+async fn check_and_answer(
+    shared: &Shared,
+    cut: &Cut,
+    req: Request,
+) -> Result<Response, (StatusCode, String)> {
     let bad = |reason: String| (StatusCode::BAD_REQUEST, reason);
     if req.method() != Method::POST {
         return Err((
@@ -711,7 +786,9 @@ async fn check_and_answer(shared: &Shared, cut: &Cut, req: Request) -> Result<Re
         return Err(bad("archive: chunked transfer coding".into()));
     }
     if !header_str(&headers, header::CONTENT_TYPE).starts_with("multipart/form-data") {
-        return Err(bad("archive: content-type is not multipart/form-data".into()));
+        return Err(bad(
+            "archive: content-type is not multipart/form-data".into()
+        ));
     }
     let mut multipart = Multipart::from_request(req, &())
         .await
@@ -731,7 +808,11 @@ async fn check_and_answer(shared: &Shared, cut: &Cut, req: Request) -> Result<Re
         let slot = match name.as_str() {
             "info" if content_type.starts_with("application/json") => &mut info,
             "data" if content_type == "audio/wav" => &mut data,
-            "info" | "data" => return Err(bad(format!("archive: part {name} has content-type {content_type:?}"))),
+            "info" | "data" => {
+                return Err(bad(format!(
+                    "archive: part {name} has content-type {content_type:?}"
+                )));
+            }
             other => return Err(bad(format!("archive: unexpected part {other:?}"))),
         };
         if slot.replace(bytes).is_some() {
@@ -741,8 +822,10 @@ async fn check_and_answer(shared: &Shared, cut: &Cut, req: Request) -> Result<Re
     let (Some(info), Some(data)) = (info, data) else {
         return Err(bad("archive: parts info and data are both required".into()));
     };
-    let info: Value = serde_json::from_slice(&info).map_err(|e| bad(format!("info: not JSON: {e}")))?;
-    let wav = hound::WavReader::new(Cursor::new(&data[..])).map_err(|e| bad(format!("data: not a WAV: {e}")))?;
+    let info: Value =
+        serde_json::from_slice(&info).map_err(|e| bad(format!("info: not JSON: {e}")))?;
+    let wav = hound::WavReader::new(Cursor::new(&data[..]))
+        .map_err(|e| bad(format!("data: not a WAV: {e}")))?;
     let spec = wav.spec();
     let seconds = f64::from(wav.duration()) / f64::from(spec.sample_rate);
     check_info(&info, spec.channels, seconds).map_err(|e| bad(format!("info: {e}")))?;
@@ -774,10 +857,15 @@ async fn check_and_answer(shared: &Shared, cut: &Cut, req: Request) -> Result<Re
                 shared.update(|r| r.tokens.remove(&token));
             }
             let status = StatusCode::from_u16(status).unwrap();
-            let body = body.map_or_else(|| format!("canned {status}"), |b| b.replace("{token}", &token));
+            let body = body.map_or_else(
+                || format!("canned {status}"),
+                |b| b.replace("{token}", &token),
+            );
             let mut response = (status, body).into_response();
             if let Some(secs) = retry_after {
-                response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, secs.into());
             }
             Ok(response)
         }
@@ -814,7 +902,10 @@ fn check_info(info: &Value, wav_channels: u16, wav_seconds: f64) -> Result<(), S
         }
     }
     let direction = info.get("direction").and_then(Value::as_str);
-    if !matches!(direction, Some("Inbound" | "Outbound" | "Internal" | "Unknown")) {
+    if !matches!(
+        direction,
+        Some("Inbound" | "Outbound" | "Internal" | "Unknown")
+    ) {
         return Err(format!(
             "direction {direction:?} is not Inbound|Outbound|Internal|Unknown"
         ));
@@ -853,12 +944,16 @@ fn check_info(info: &Value, wav_channels: u16, wav_seconds: f64) -> Result<(), S
 
 /// `info[key]` as a UTC ISO-8601 time ending in `Z`; Ok(None) when absent.
 fn utc_time(info: &Value, key: &str) -> Result<Option<jiff::Timestamp>, String> {
-    let Some(value) = info.get(key) else { return Ok(None) };
+    let Some(value) = info.get(key) else {
+        return Ok(None);
+    };
     let text = value.as_str().ok_or(format!("{key} is not a string"))?;
     if !text.ends_with('Z') {
         return Err(format!("{key} {text:?} is not UTC with Z"));
     }
-    text.parse().map(Some).map_err(|e| format!("{key} {text:?}: {e}"))
+    text.parse()
+        .map(Some)
+        .map_err(|e| format!("{key} {text:?}: {e}"))
 }
 
 /// The JSON path of the first null in `value`, if any.
@@ -869,7 +964,9 @@ fn find_null(value: &Value, path: &str) -> Option<String> {
             .iter()
             .enumerate()
             .find_map(|(i, v)| find_null(v, &format!("{path}[{i}]"))),
-        Value::Object(map) => map.iter().find_map(|(k, v)| find_null(v, &format!("{path}.{k}"))),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| find_null(v, &format!("{path}.{k}"))),
         _ => None,
     }
 }
@@ -907,7 +1004,8 @@ pub fn wav_bytes(channels: u16, seconds: f64) -> Vec<u8> {
     for n in 0..frames {
         for ch in 0..channels {
             let freq = 300.0 + 200.0 * f64::from(ch);
-            let v = (2.0 * std::f64::consts::PI * freq * f64::from(n) / f64::from(SAMPLE_RATE)).sin();
+            let v =
+                (2.0 * std::f64::consts::PI * freq * f64::from(n) / f64::from(SAMPLE_RATE)).sin();
             writer.write_sample((v * 8000.0) as i16).unwrap();
         }
     }
@@ -942,7 +1040,13 @@ pub fn record(spool: &siprec_gateway::delivery::Spool, name: &str, direction: &s
     let wav = wav_bytes(2, seconds);
     let info = info_json(&format!("rs-{name}"), seconds, direction);
     std::fs::create_dir_all(spool.active_dir(name)).unwrap();
-    std::fs::write(spool.active_dir(name).join(siprec_gateway::delivery::AUDIO_FILE), &wav).unwrap();
+    std::fs::write(
+        spool
+            .active_dir(name)
+            .join(siprec_gateway::delivery::AUDIO_FILE),
+        &wav,
+    )
+    .unwrap();
     spool.finish(name, &info).unwrap();
     Recording {
         name: name.to_owned(),
@@ -961,7 +1065,12 @@ pub fn assert_received(stand_in: &TethrStandIn, recordings: &[&Recording]) {
             .iter()
             .filter(|u| u.info["sessionId"] == expected["sessionId"])
             .collect();
-        assert_eq!(got.len(), 1, "{} stored exactly once", expected["sessionId"]);
+        assert_eq!(
+            got.len(),
+            1,
+            "{} stored exactly once",
+            expected["sessionId"]
+        );
         assert_eq!(got[0].info, expected, "info is exactly info.json");
         assert!(got[0].wav == rec.wav, "data is exactly audio.wav");
         assert!(!got[0].call_id.is_empty());
@@ -977,7 +1086,10 @@ pub struct DeliveryWorker {
 
 impl DeliveryWorker {
     /// Starts `delivery::start` on the spool.
-    pub fn start(spool: &siprec_gateway::delivery::Spool, sink: siprec_gateway::delivery::Sink) -> DeliveryWorker {
+    pub fn start(
+        spool: &siprec_gateway::delivery::Spool,
+        sink: siprec_gateway::delivery::Sink,
+    ) -> DeliveryWorker {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (handle, task) = siprec_gateway::delivery::start(spool.clone(), sink, async move {
             let _ = stopped.await;
@@ -993,7 +1105,9 @@ impl DeliveryWorker {
     ) -> siprec_gateway::delivery::DeliveryStats {
         let mut stats = self.handle.stats();
         let result = tokio::time::timeout(WAIT, stats.wait_for(done)).await;
-        *result.expect("the delivery worker did not get there in time").unwrap()
+        *result
+            .expect("the delivery worker did not get there in time")
+            .unwrap()
     }
 
     /// Stops the worker (as at shutdown) and waits for it.
@@ -1014,7 +1128,10 @@ pub fn install_crypto() {
 
 /// Tethr settings for the stand-in: fast retries, no heartbeats (tests that want them set an
 /// interval), the behaviour's credentials.
-pub fn settings(stand_in: &TethrStandIn, behaviour: &Behaviour) -> siprec_gateway::delivery::TethrSettings {
+pub fn settings(
+    stand_in: &TethrStandIn,
+    behaviour: &Behaviour,
+) -> siprec_gateway::delivery::TethrSettings {
     use siprec_gateway::delivery::{Secret, TethrSettings};
     TethrSettings {
         retry_initial: Duration::from_millis(10),
