@@ -26,6 +26,9 @@ pub struct Identity {
     /// Our SIP socket, as the gateway sees it.
     pub local: SocketAddr,
     pub transport: Transport,
+    /// The dialog's remote target and route set, once the 2xx arrived (RFC 3261 §12.1.2: the
+    /// 2xx's Contact, and its Record-Route in reverse order).
+    pub dialog: Option<(String, Vec<String>)>,
 }
 
 fn random_hex(n: usize) -> String {
@@ -43,6 +46,34 @@ impl Identity {
             to_tag: None,
             local,
             transport,
+            dialog: None,
+        }
+    }
+
+    /// Takes the dialog's remote target and route set from the 2xx to the INVITE.
+    pub fn learn_dialog(&mut self, answer: &Message) {
+        self.to_tag = answer.tag("To").map(str::to_string);
+        let Some(target) = answer.header("Contact").map(|c| message::name_addr_uri(c).to_string()) else {
+            return;
+        };
+        let mut routes: Vec<String> = answer
+            .headers_named("Record-Route")
+            .flat_map(message::split_list)
+            .map(str::to_string)
+            .collect();
+        routes.reverse();
+        self.dialog = Some((target, routes));
+    }
+
+    /// Points an in-dialog request along the dialog's route set (RFC 3261 §12.2.1.1).
+    fn route_in_dialog(&self, m: &mut Message) {
+        let Some((target, routes)) = &self.dialog else { return };
+        if let StartLine::Request { uri, .. } = &mut m.start {
+            *uri = target.clone();
+        }
+        m.headers.retain(|(n, _)| !message::header_is(n, "Route"));
+        for r in routes {
+            m.headers.push(("Route".to_string(), r.clone()));
         }
     }
 
@@ -85,6 +116,7 @@ pub fn request(captured: &Message, id: &Identity, branch: &str, rtp_ports: &[u16
         let new = sdp_offer(sdp, id.local.ip(), rtp_ports);
         m.body.splice(range, new.into_bytes());
     }
+    id.route_in_dialog(&mut m);
     m
 }
 
@@ -112,11 +144,16 @@ pub fn ack(invite: &Message, response: &Message, id: &Identity) -> Message {
     }
     let cseq = invite.cseq().map_or(1, |(n, _)| n);
     headers.push(("CSeq".into(), format!("{cseq} ACK")));
-    in_dialog("ACK", invite, headers)
+    let mut ack = in_dialog("ACK", invite, headers);
+    if two_xx {
+        // The ACK for a 2xx is an in-dialog request; one for an error follows the INVITE.
+        id.route_in_dialog(&mut ack);
+    }
+    ack
 }
 
 /// A BYE in the INVITE's dialog, for captures that end before the SRC hung up.
-pub fn bye(invite: &Message, cseq: u32) -> Message {
+pub fn bye(invite: &Message, cseq: u32, id: &Identity) -> Message {
     let keep = [
         "Via",
         "Max-Forwards",
@@ -128,7 +165,9 @@ pub fn bye(invite: &Message, cseq: u32) -> Message {
     ];
     let mut headers = fields(invite, &keep);
     headers.push(("CSeq".into(), format!("{cseq} BYE")));
-    in_dialog("BYE", invite, headers)
+    let mut bye = in_dialog("BYE", invite, headers);
+    id.route_in_dialog(&mut bye);
+    bye
 }
 
 /// A bodiless `method` request to the INVITE's Request-URI.
@@ -409,12 +448,28 @@ mod tests {
               Call-ID: c\r\nCSeq: 10 INVITE\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n",
         )
         .unwrap();
-        let bye = bye(&invite, 11);
-        assert_eq!(bye.method(), Some("BYE"));
-        assert_eq!(bye.request_uri(), Some("sip:srs@x"));
-        assert_eq!(bye.cseq(), Some((11, "BYE")));
-        assert_eq!(bye.call_id(), "c");
-        assert!(bye.body.is_empty() && bye.header("content-type").is_none());
+        let mut id = Identity::fresh("127.0.0.1:5070".parse().unwrap(), Transport::Udp);
+        let bye1 = bye(&invite, 11, &id);
+        assert_eq!(bye1.method(), Some("BYE"));
+        assert_eq!(bye1.request_uri(), Some("sip:srs@x"));
+        assert_eq!(bye1.cseq(), Some((11, "BYE")));
+        assert_eq!(bye1.call_id(), "c");
+        assert!(bye1.body.is_empty() && bye1.header("content-type").is_none());
+
+        // RFC 3261 §12.2.1.1: once the 2xx named a target and a route set, in-dialog requests
+        // go to the target along the Record-Route, reversed.
+        let ok = Message::parse(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nRecord-Route: <sip:p2;lr>\r\n\
+              Record-Route: <sip:p1;lr>\r\nFrom: <sip:a>;tag=1\r\nTo: <sip:srs@x>;tag=9\r\nCall-ID: c\r\n\
+              CSeq: 10 INVITE\r\nContact: <sip:gw@192.0.2.10:5060>\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        id.learn_dialog(&ok);
+        let bye2 = bye(&invite, 12, &id);
+        assert_eq!(bye2.request_uri(), Some("sip:gw@192.0.2.10:5060"));
+        let routes: Vec<&str> = bye2.headers_named("Route").collect();
+        assert_eq!(routes, vec!["<sip:p1;lr>", "<sip:p2;lr>"]);
+        assert_eq!(ack(&invite, &ok, &id).request_uri(), Some("sip:gw@192.0.2.10:5060"));
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub async fn replay(plan: Plan, opts: &ReplayOptions) -> Result<ReplayReport, Re
             answered_ports: vec![],
         });
     }
-    id.to_tag = answer.tag("To").map(str::to_string);
+    id.learn_dialog(&answer);
     sig.ack(&invite, &answer, &id).await?;
     let dests = destinations(&answer, opts.target.ip(), plan.streams);
     let answered_ports: Vec<u16> = dests.iter().map(|d| d.map_or(0, |a| a.port())).collect();
@@ -102,7 +102,7 @@ pub async fn replay(plan: Plan, opts: &ReplayOptions) -> Result<ReplayReport, Re
             .max(pending.last().map_or(Duration::ZERO, |(t, _)| *t));
         pending.push((
             after + Duration::from_millis(20),
-            rewrite::bye(&first.message, max_cseq + 1),
+            rewrite::bye(&first.message, max_cseq + 1, &id),
         ));
     }
     for (offset, captured) in pending {
