@@ -271,7 +271,7 @@ fn run_once(opts: &BenchOptions, run: usize) -> Result<RunReport, BenchError> {
         None => std::env::temp_dir(),
     };
     let dir = root.join(format!("siprec-bench-{}-{run}", std::process::id()));
-    let mut gw = GatewayProcess::start(&dir)?;
+    let mut gw = GatewayProcess::start(&dir, opts.calls)?;
     let result = drive(opts, run, &mut gw, bare_us, load_avg);
     gw.stop();
     if result.is_ok() && !opts.keep {
@@ -433,7 +433,8 @@ struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    fn start(dir: &Path) -> Result<GatewayProcess, BenchError> {
+    /// Starts the gateway with room for `calls` concurrent calls.
+    fn start(dir: &Path, calls: usize) -> Result<GatewayProcess, BenchError> {
         std::fs::create_dir_all(dir).map_err(BenchError::io("create the run directory"))?;
         // A free port for SIP: bind, note, release (the gateway binds it a moment later).
         let sip = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(BenchError::io("find a free SIP port"))?;
@@ -441,7 +442,9 @@ impl GatewayProcess {
         let config = format!(
             "[sip]\nlisten = [\"udp:{sip}\"]\n\
              [media]\nrtp_ports = \"10000-32000\"\nbind_address = \"127.0.0.1\"\n\
+             [limits]\nmax_calls = {}\n\
              [output]\ndir = {:?}\n[spool]\ndir = {:?}\n[service]\nshutdown_grace = \"1s\"\n",
+            calls.max(1000),
             output,
             dir.join("spool"),
         );
