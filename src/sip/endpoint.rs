@@ -527,24 +527,28 @@ impl Endpoint {
             return self.reject(peer, &msg, 422, "Session Interval Too Small", &[("Min-SE", timer::MIN_SE.to_string())]);
         };
         let to_tag = self.random_token();
-        // §17.2.1: 100 Trying at once, so the SRC stops retransmitting while we set up media.
+        self.open_invite_tx(key.clone(), peer, &msg, to_tag, None, timer);
+        self.events.push_back(Event::Invite { tx: key, request: msg, peer });
+    }
+
+    /// Answers an INVITE with 100 Trying at once (§17.2.1: the SRC stops retransmitting while
+    /// we set up media) and opens its server transaction in Proceeding.
+    fn open_invite_tx(
+        &mut self,
+        key: TxKey,
+        peer: Peer,
+        msg: &Message,
+        to_tag: String,
+        dialog: Option<DialogId>,
+        timer: Option<Agreed>,
+    ) {
         let mut trying = msg.response(100, "Trying", None);
         trying.push_header("Server", self.config.user_agent.clone());
         let bytes = trying.to_bytes();
         let dest = response_dest(&peer, msg.top_via().as_ref());
         self.send(peer, dest, bytes.clone());
-        self.invites.insert(
-            key.clone(),
-            InviteTx {
-                peer,
-                request: msg.clone(),
-                to_tag,
-                dialog: None,
-                timer,
-                state: InviteState::Proceeding { last: bytes },
-            },
-        );
-        self.events.push_back(Event::Invite { tx: key, request: msg, peer });
+        let state = InviteState::Proceeding { last: bytes };
+        self.invites.insert(key, InviteTx { peer, request: msg.clone(), to_tag, dialog, timer, state });
     }
 
     fn handle_ack(&mut self, now: Instant, key: TxKey, msg: &Message) {
@@ -623,22 +627,7 @@ impl Endpoint {
                     return self.reply(peer, &msg, resp);
                 }
                 dialog.reinvite_pending = true;
-                let mut trying = msg.response(100, "Trying", None);
-                trying.push_header("Server", self.config.user_agent.clone());
-                let bytes = trying.to_bytes();
-                let dest = response_dest(&peer, msg.top_via().as_ref());
-                self.send(peer, dest, bytes.clone());
-                self.invites.insert(
-                    key.clone(),
-                    InviteTx {
-                        peer,
-                        request: msg.clone(),
-                        to_tag: id.local_tag.clone(),
-                        dialog: Some(id.clone()),
-                        timer,
-                        state: InviteState::Proceeding { last: bytes },
-                    },
-                );
+                self.open_invite_tx(key.clone(), peer, &msg, id.local_tag.clone(), Some(id.clone()), timer);
                 self.events.push_back(Event::ReInvite { tx: key, dialog: id, request: msg });
             }
             "BYE" => {
