@@ -439,11 +439,12 @@ impl GatewayProcess {
         // A free port for SIP: bind, note, release (the gateway binds it a moment later).
         let sip = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(BenchError::io("find a free SIP port"))?;
         let output = dir.join("output");
+        // No free-space floor: a benchmark on a small disk measures the gateway, not the floor.
         let config = format!(
             "[sip]\nlisten = [\"udp:{sip}\"]\n\
              [media]\nrtp_ports = \"10000-32000\"\nbind_address = \"127.0.0.1\"\n\
              [limits]\nmax_calls = {}\n\
-             [output]\ndir = {:?}\n[spool]\ndir = {:?}\n[service]\nshutdown_grace = \"1s\"\n",
+             [output]\ndir = {:?}\n[spool]\ndir = {:?}\nmin_free = \"0\"\n[service]\nshutdown_grace = \"1s\"\n",
             calls.max(1000),
             output,
             dir.join("spool"),
