@@ -615,7 +615,6 @@ impl Signalling {
             streams,
         })));
         let labels: Vec<&str> = plans.iter().map(|p| p.label.as_deref().unwrap_or("-")).collect();
-        info!(session = %name, streams = plans.len(), labels = ?labels, ports = ?ports, remote = %peer.remote, "recording started");
         let start_unix_ms = self
             .epoch
             .wall_of(t0)
@@ -632,6 +631,7 @@ impl Signalling {
         };
         match &skipped {
             None => {
+                info!(session = %name, streams = plans.len(), labels = ?labels, ports = ?ports, remote = %peer.remote, "recording started");
                 self.save_record(&name, &record);
                 self.journal(&name, delivery::JournalEvent::Recorded, format!("call_id={call_id} streams={}", plans.len()));
             }
