@@ -13,12 +13,9 @@ use std::time::{Duration, Instant};
 use super::BenchError;
 use super::rtp::SenderCmd;
 use crate::clock;
+use crate::replay::timer::{GIVE_UP, Retransmit};
 use crate::sip::Message;
 
-const T1: Duration = Duration::from_millis(500);
-const T2: Duration = Duration::from_secs(4);
-/// Give up on a transaction after 64·T1.
-const GIVE_UP: Duration = Duration::from_secs(32);
 /// RTP stops this long before the BYE, so every packet sent is in before the call ends.
 const RTP_TAIL: Duration = Duration::from_millis(100);
 
@@ -64,7 +61,8 @@ struct Call {
     remote_target: String,
     invite: Vec<u8>,
     bye: Vec<u8>,
-    retransmit: Duration,
+    /// Retransmission schedule of the request in flight (the INVITE, then the BYE).
+    rtx: Retransmit,
     provisional: bool,
 }
 
@@ -84,7 +82,7 @@ pub fn run_calls(plan: Plan, gateway: SocketAddr, sender: &mpsc::Sender<SenderCm
                 remote_target: format!("sip:srs@{gateway}"),
                 invite: Vec::new(),
                 bye: Vec::new(),
-                retransmit: T1,
+                rtx: Retransmit::new(true, false),
                 provisional: false,
             }
         })
@@ -115,16 +113,17 @@ pub fn run_calls(plan: Plan, gateway: SocketAddr, sender: &mpsc::Sender<SenderCm
                     c.invite = invite(&c.out.call_id, &c.from_tag, local, gateway, i).into_bytes();
                     send(&socket, &c.invite, gateway);
                     c.out.invite_sent = Some(now);
-                    queue.push(Reverse((now + T1, i, Action::RetransmitInvite)));
+                    c.rtx = Retransmit::new(true, false);
+                    queue.push(Reverse((now + c.rtx.next().unwrap_or(GIVE_UP), i, Action::RetransmitInvite)));
                 }
                 Action::RetransmitInvite if c.out.invite_status == 0 && !c.provisional => {
-                    if now.duration_since(c.out.invite_sent.unwrap_or(now)) >= GIVE_UP {
-                        c.out.invite_status = 408;
-                        finished += 1;
-                    } else {
-                        send(&socket, &c.invite, gateway);
-                        c.retransmit = (c.retransmit * 2).min(T2);
-                        queue.push(Reverse((now + c.retransmit, i, Action::RetransmitInvite)));
+                    let sent = c.out.invite_sent.unwrap_or(now);
+                    match retransmit(&socket, &c.invite, gateway, &mut c.rtx, sent, now) {
+                        Some(at) => queue.push(Reverse((at, i, Action::RetransmitInvite))),
+                        None => {
+                            c.out.invite_status = 408;
+                            finished += 1;
+                        }
                     }
                 }
                 Action::StopRtp => {
@@ -137,17 +136,17 @@ pub fn run_calls(plan: Plan, gateway: SocketAddr, sender: &mpsc::Sender<SenderCm
                     c.bye = bye(c, local).into_bytes();
                     send(&socket, &c.bye, gateway);
                     c.out.bye_sent = Some(now);
-                    c.retransmit = T1;
-                    queue.push(Reverse((now + T1, i, Action::RetransmitBye)));
+                    c.rtx = Retransmit::new(false, false);
+                    queue.push(Reverse((now + c.rtx.next().unwrap_or(GIVE_UP), i, Action::RetransmitBye)));
                 }
                 Action::RetransmitBye if c.out.bye_status == 0 => {
-                    if now.duration_since(c.out.bye_sent.unwrap_or(now)) >= GIVE_UP {
-                        c.out.bye_status = 408;
-                        finished += 1;
-                    } else {
-                        send(&socket, &c.bye, gateway);
-                        c.retransmit = (c.retransmit * 2).min(T2);
-                        queue.push(Reverse((now + c.retransmit, i, Action::RetransmitBye)));
+                    let sent = c.out.bye_sent.unwrap_or(now);
+                    match retransmit(&socket, &c.bye, gateway, &mut c.rtx, sent, now) {
+                        Some(at) => queue.push(Reverse((at, i, Action::RetransmitBye))),
+                        None => {
+                            c.out.bye_status = 408;
+                            finished += 1;
+                        }
                     }
                 }
                 _ => {}
@@ -219,6 +218,19 @@ pub fn run_calls(plan: Plan, gateway: SocketAddr, sender: &mpsc::Sender<SenderCm
 /// The Call-ID of call `i` of run `run` of this process.
 pub fn call_id(run: usize, i: usize) -> String {
     format!("bench-{}-{run}-{i}@127.0.0.1", std::process::id())
+}
+
+/// One retransmission of a request first sent at `sent`, on the schedule the replay tool uses
+/// (`replay::timer`, RFC 3261 Timers A/E): the next wake-up, or `None` once 64·T1 have passed
+/// and the transaction gives up.
+fn retransmit(socket: &UdpSocket, bytes: &[u8], to: SocketAddr, rtx: &mut Retransmit, sent: Instant, now: Instant) -> Option<Instant> {
+    if now.duration_since(sent) >= GIVE_UP {
+        return None;
+    }
+    send(socket, bytes, to);
+    rtx.fired();
+    // After the last retransmission, wake at the give-up time.
+    Some(sent + rtx.next().unwrap_or(GIVE_UP))
 }
 
 fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {

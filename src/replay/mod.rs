@@ -14,7 +14,7 @@ mod capture;
 mod plan;
 mod rewrite;
 mod session;
-mod timer;
+pub(crate) mod timer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
