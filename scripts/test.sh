@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v tshark >/dev/null 2>&1 || missing+=(tshark)
+# The black-box tests signal the gateway with /bin/kill (SIGTERM, SIGHUP, SIGKILL).
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
 # Debian puts kamailio in /usr/sbin, outside a normal user's PATH.
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || missing+=(kamailio)
 if [ ${#missing[@]} -gt 0 ]; then
