@@ -10,6 +10,7 @@
 //! `pending/` and the delivery worker takes it from there.
 
 pub mod at_rest;
+mod finalize;
 pub mod media;
 pub mod ops;
 pub mod rx;
@@ -32,7 +33,7 @@ use crate::clock::{self, Epoch};
 use crate::config::{Config, ListenTransport};
 use crate::limits::{AllowList, LogGate};
 use crate::delivery::{self, DeliveryHandle, SettingsDecision, Sink, Spool, TethrSettings};
-use crate::mapping::{self, CallSummary, ChannelSummary};
+use crate::mapping;
 use crate::media::ports::PortAllocator;
 use crate::session::{self, EndReason, Phase, Session};
 use crate::sip::{DialogId, Endpoint, EndpointConfig, Event, Message, Peer, Transmit, Transport, TxKey};
@@ -827,138 +828,16 @@ impl Signalling {
             return;
         }
         self.finished += 1;
-        let spool = self.spool.clone();
-        let delivery = self.delivery.clone();
-        let epoch = self.epoch;
-        let (span, invite_at, ack_at) = (live.span.clone(), live.invite_at, live.ack_at);
-        self.finalizing.spawn(
-            async move {
-                let mut s = live.session;
-                let mut result = match done_rx.await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        error!("media thread gone before the recording was finished");
-                        return;
-                    }
-                };
-                if let Some(file) = result.file.take() {
-                    match tokio::task::spawn_blocking(move || file.sync_all()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => result.error = Some(format!("fsync: {e}")),
-                        Err(e) => result.error = Some(format!("fsync task: {e}")),
-                    }
-                }
-                if let Some(e) = &result.error {
-                    error!(error = %e, "recording incomplete");
-                    s.notes.push(format!("recording incomplete: {e}"));
-                }
-                let channels: Vec<ChannelSummary> = s
-                    .plans
-                    .iter()
-                    .zip(result.stats.iter().chain(std::iter::repeat(&Default::default())))
-                    .map(|(p, st)| ChannelSummary { label: p.label.clone(), codec: p.codec_name(), stats: *st })
-                    .collect();
-                for (c, ch) in channels.iter().enumerate() {
-                    if ch.stats.packets == 0 {
-                        warn!(channel = c, label = ?ch.label, "no RTP arrived on this stream: its channel is silent");
-                    }
-                }
-                ops::count_recording(&channels, result.frames);
-                let times = AuditTimes { invite: invite_at, ack: ack_at, end };
-                let audit = audit_record(&s, &channels, epoch, times, reason, result.frames).to_json();
-                let info = mapping::build_info(&CallSummary {
-                    session_id: &s.session_id,
-                    t0: s.t0,
-                    start: epoch.wall_of(s.t0),
-                    end: epoch.wall_of(end.max(s.t0)),
-                    channels: &channels,
-                    metadata: &s.metadata,
-                    sip_headers: &s.sip_headers,
-                    end_reason: reason.as_str(),
-                    notes: &s.notes,
-                });
-                let bytes = match serde_json::to_vec_pretty(&info) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        error!(error = %e, "cannot serialize info");
-                        return;
-                    }
-                };
-                let name = s.name.clone();
-                let finished = tokio::task::spawn_blocking(move || {
-                    // Before the move to pending/, so the record travels with the recording.
-                    let audit = spool.write_active(&name, delivery::audit::AUDIT_FILE, &audit);
-                    (audit, spool.finish(&name, &bytes))
-                })
-                .await;
-                let finished = finished.map(|(audit, finished)| {
-                    if let Err(e) = audit {
-                        warn!(error = %e, "cannot write audit.json; the recording goes on without it");
-                    }
-                    finished
-                });
-                match finished {
-                    Ok(Ok(_)) => {
-                        let secs = end.saturating_duration_since(s.t0).as_secs_f64();
-                        info!(session = %s.name, reason = reason.as_str(), duration_s = format!("{secs:.1}"), frames = result.frames, "recording finished");
-                        delivery.enqueue(s.name);
-                    }
-                    Ok(Err(e)) => error!(session = %s.name, error = %e, "cannot move the recording to pending/; it stays in the spool"),
-                    Err(e) => error!(error = %e, "finalize task failed"),
-                }
-            }
-            .instrument(span),
-        );
-    }
-}
-
-/// When the call's SIP events happened, for its audit record.
-struct AuditTimes {
-    invite: Instant,
-    ack: Option<Instant>,
-    end: Instant,
-}
-
-/// The audit record of a finished call (`audit.json`; see [`delivery::audit`]).
-fn audit_record(
-    s: &Session,
-    channels: &[ChannelSummary],
-    epoch: Epoch,
-    times: AuditTimes,
-    reason: EndReason,
-    frames: u64,
-) -> delivery::audit::AuditRecord {
-    let at = |t: Instant| mapping::iso8601(epoch.wall_of(t));
-    let (metadata_warnings, metadata_error) = match &s.metadata {
-        MetadataOutcome::Parsed(md) => (md.warnings.clone(), None),
-        MetadataOutcome::Invalid { error, .. } => (Vec::new(), Some(error.clone())),
-        MetadataOutcome::Absent => (Vec::new(), None),
-    };
-    delivery::audit::AuditRecord {
-        session_id: s.session_id.clone(),
-        recording: s.name.clone(),
-        invite_received: at(times.invite),
-        answered: at(s.t0),
-        ack: times.ack.map(at),
-        ended: at(times.end.max(s.t0)),
-        end_reason: reason.as_str().to_owned(),
-        duration_sec: frames as f64 / f64::from(media::SAMPLE_RATE),
-        streams: channels
-            .iter()
-            .enumerate()
-            .map(|(channel, ch)| delivery::audit::AuditStream {
-                channel,
-                label: ch.label.clone(),
-                codec: ch.codec.to_owned(),
-                packets: ch.stats.packets,
-                lost: ch.stats.lost,
-                late: ch.stats.late,
-            })
-            .collect(),
-        metadata_warnings,
-        metadata_error,
-        notes: s.notes.clone(),
-        delivery: None,
+        let job = finalize::Job {
+            session: live.session,
+            reason,
+            end,
+            times: finalize::AuditTimes { invite: live.invite_at, ack: live.ack_at, end },
+            epoch: self.epoch,
+            spool: self.spool.clone(),
+            delivery: self.delivery.clone(),
+        };
+        self.finalizing.spawn(finalize::run(job, done_rx).instrument(live.span));
     }
 }
 

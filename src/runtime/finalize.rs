@@ -1,0 +1,174 @@
+//! Finalizing a recording once its call has ended: wait for the media thread to finish the
+//! capture, fsync it, build `info` ([`mapping`]) and the audit record, move the call to
+//! `pending/` and queue it for delivery. Runs as one task per call, off the signalling task.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::clock::Epoch;
+use crate::delivery::{self, DeliveryHandle, Spool};
+use crate::mapping::{self, CallSummary, ChannelSummary};
+use crate::session::{EndReason, Session};
+use crate::siprec::MetadataOutcome;
+
+use super::media::{self, CallResult};
+use super::ops;
+
+/// One ended call, handed from the signalling task to its finalize task.
+pub(super) struct Job {
+    pub session: Session,
+    pub reason: EndReason,
+    pub end: Instant,
+    pub times: AuditTimes,
+    pub epoch: Epoch,
+    pub spool: Arc<Spool>,
+    pub delivery: DeliveryHandle,
+}
+
+/// Finalizes the call once the media thread reports on `done`.
+pub(super) async fn run(job: Job, done: oneshot::Receiver<CallResult>) {
+    let Job {
+        session: mut s,
+        reason,
+        end,
+        times,
+        epoch,
+        spool,
+        delivery,
+    } = job;
+    let mut result = match done.await {
+        Ok(r) => r,
+        Err(_) => {
+            error!("media thread gone before the recording was finished");
+            return;
+        }
+    };
+    if let Some(file) = result.file.take() {
+        match tokio::task::spawn_blocking(move || file.sync_all()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result.error = Some(format!("fsync: {e}")),
+            Err(e) => result.error = Some(format!("fsync task: {e}")),
+        }
+    }
+    if let Some(e) = &result.error {
+        error!(error = %e, "recording incomplete");
+        s.notes.push(format!("recording incomplete: {e}"));
+    }
+    let channels: Vec<ChannelSummary> = s
+        .plans
+        .iter()
+        .zip(
+            result
+                .stats
+                .iter()
+                .chain(std::iter::repeat(&Default::default())),
+        )
+        .map(|(p, st)| ChannelSummary {
+            label: p.label.clone(),
+            codec: p.codec_name(),
+            stats: *st,
+        })
+        .collect();
+    for (c, ch) in channels.iter().enumerate() {
+        if ch.stats.packets == 0 {
+            warn!(channel = c, label = ?ch.label, "no RTP arrived on this stream: its channel is silent");
+        }
+    }
+    ops::count_recording(&channels, result.frames);
+    let audit = audit_record(&s, &channels, epoch, times, reason, result.frames).to_json();
+    let info = mapping::build_info(&CallSummary {
+        session_id: &s.session_id,
+        t0: s.t0,
+        start: epoch.wall_of(s.t0),
+        end: epoch.wall_of(end.max(s.t0)),
+        channels: &channels,
+        metadata: &s.metadata,
+        sip_headers: &s.sip_headers,
+        end_reason: reason.as_str(),
+        notes: &s.notes,
+    });
+    let bytes = match serde_json::to_vec_pretty(&info) {
+        Ok(b) => b,
+        Err(e) => {
+            error!(error = %e, "cannot serialize info");
+            return;
+        }
+    };
+    let name = s.name.clone();
+    let finished = tokio::task::spawn_blocking(move || {
+        // Before the move to pending/, so the record travels with the recording.
+        let audit = spool.write_active(&name, delivery::audit::AUDIT_FILE, &audit);
+        (audit, spool.finish(&name, &bytes))
+    })
+    .await;
+    let finished = finished.map(|(audit, finished)| {
+        if let Err(e) = audit {
+            warn!(error = %e, "cannot write audit.json; the recording goes on without it");
+        }
+        finished
+    });
+    match finished {
+        Ok(Ok(_)) => {
+            let secs = end.saturating_duration_since(s.t0).as_secs_f64();
+            info!(session = %s.name, reason = reason.as_str(), duration_s = format!("{secs:.1}"), frames = result.frames, "recording finished");
+            delivery.enqueue(s.name);
+        }
+        Ok(Err(e)) => {
+            error!(session = %s.name, error = %e, "cannot move the recording to pending/; it stays in the spool")
+        }
+        Err(e) => error!(error = %e, "finalize task failed"),
+    }
+}
+
+/// When the call's SIP events happened, for its audit record.
+pub(super) struct AuditTimes {
+    pub invite: Instant,
+    pub ack: Option<Instant>,
+    pub end: Instant,
+}
+
+/// The audit record of a finished call (`audit.json`; see [`delivery::audit`]).
+fn audit_record(
+    s: &Session,
+    channels: &[ChannelSummary],
+    epoch: Epoch,
+    times: AuditTimes,
+    reason: EndReason,
+    frames: u64,
+) -> delivery::audit::AuditRecord {
+    let at = |t: Instant| mapping::iso8601(epoch.wall_of(t));
+    let (metadata_warnings, metadata_error) = match &s.metadata {
+        MetadataOutcome::Parsed(md) => (md.warnings.clone(), None),
+        MetadataOutcome::Invalid { error, .. } => (Vec::new(), Some(error.clone())),
+        MetadataOutcome::Absent => (Vec::new(), None),
+    };
+    delivery::audit::AuditRecord {
+        session_id: s.session_id.clone(),
+        recording: s.name.clone(),
+        invite_received: at(times.invite),
+        answered: at(s.t0),
+        ack: times.ack.map(at),
+        ended: at(times.end.max(s.t0)),
+        end_reason: reason.as_str().to_owned(),
+        duration_sec: frames as f64 / f64::from(media::SAMPLE_RATE),
+        streams: channels
+            .iter()
+            .enumerate()
+            .map(|(channel, ch)| delivery::audit::AuditStream {
+                channel,
+                label: ch.label.clone(),
+                codec: ch.codec.to_owned(),
+                packets: ch.stats.packets,
+                lost: ch.stats.lost,
+                late: ch.stats.late,
+            })
+            .collect(),
+        metadata_warnings,
+        metadata_error,
+        notes: s.notes.clone(),
+        delivery: None,
+    }
+}
