@@ -267,22 +267,24 @@ mod tests {
             name: name.map(Into::into),
             sends: vec![sends.into()],
             receives: vec![],
+            ..MdParticipant::default()
         }
     }
 
     fn metadata() -> Metadata {
         Metadata {
             group_id: None,
-            sessions: vec![MdSession { id: "sess-b64".into(), sip_session_ids: vec!["orig-call@sbc".into()], group_ref: None }],
+            sessions: vec![MdSession { id: "sess-b64".into(), sip_session_ids: vec!["orig-call@sbc".into()], group_ref: None, ..MdSession::default() }],
             participants: vec![
                 participant("p1", "sip:+15551234567@carrier.example", Some("Pat Caller"), "s1"),
                 participant("p2", "sip:4711@pbx.example", Some("Doe, Jane"), "s2"),
             ],
             streams: vec![
-                MdStream { id: "s1".into(), label: Some("1".into()), session_ref: None },
-                MdStream { id: "s2".into(), label: Some("2".into()), session_ref: None },
+                MdStream { id: "s1".into(), label: Some("1".into()), session_ref: None, ..MdStream::default() },
+                MdStream { id: "s2".into(), label: Some("2".into()), session_ref: None, ..MdStream::default() },
             ],
             warnings: vec![],
+            ..Metadata::default()
         }
     }
 

@@ -54,25 +54,81 @@ const NS_LEGACY: [&str; 2] = [
     "urn:ietf:params:xml:ns:siprec",
 ];
 
-/// What the recorder needs from one metadata document.
+/// What the recorder needs from one metadata document: every layout (RFC 7865, the pre-RFC
+/// Oracle/Metaswitch/Ribbon/AudioCodes forms, the BroadWorks early draft) parsed into this one
+/// model.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Metadata {
-    /// The first `<group>`'s id.
+    /// `<dataMode>`/`<datamode>`: a complete snapshot or a partial update (RFC 7865 §8.2).
+    pub data_mode: DataMode,
+    /// The first `<group>`'s id (the recording group: RFC 7865 §6.2).
     pub group_id: Option<String>,
     /// `<session>` elements in document order.
     pub sessions: Vec<MdSession>,
     /// `<participant>` elements in document order, with their streams merged in from
-    /// `<participantstreamassoc>`.
+    /// `<participantstreamassoc>` / `<send>` inside the participant.
     pub participants: Vec<MdParticipant>,
     /// `<stream>` elements in document order.
     pub streams: Vec<MdStream>,
+    /// Vendor extension data found anywhere in the document, as JSON.
+    pub extensions: Vec<Extension>,
+    /// What the vendor data says about the call, normalized across vendors.
+    pub vendor: VendorHints,
     /// Things that were tolerated (bad markup, elements without ids, dangling references).
     /// They name elements and ids, never participant names or addresses.
     pub warnings: Vec<String>,
 }
 
-/// A recorded communication session (RFC 7865 §6.3).
+/// RFC 7865 §8.2 `datamode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataMode {
+    /// A full snapshot (the default when the element is absent).
+    #[default]
+    Complete,
+    /// Only what changed; merged into the earlier state with [`Metadata::merge`].
+    Partial,
+}
+
+/// A block of vendor data (`<extensiondata>`, `apkt:` elements, `broadWorksRecordingMetadata`,
+/// `metaswitchRecordingMetadata`, Ribbon `callData`, AudioCodes `ac:` tags, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// Short vendor name: `oracle`, `broadworks`, `metaswitch`, `ribbon`, `audiocodes`,
+    /// `jambonz`, `chime`, or `other`.
+    pub vendor: String,
+    /// The id of the group/session/participant/stream it hangs off (its `parent=` or the
+    /// element it sits in), if any.
+    pub parent: Option<String>,
+    /// The data as JSON: element local names as keys, text as strings, repeated elements as
+    /// arrays, attributes as `@name` keys. Personal data: never logged above debug.
+    pub data: serde_json::Value,
+}
+
+/// The vendor facts the mapping uses, normalized. Values are as sent (AORs, numbers, user
+/// ids); personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VendorHints {
+    /// The vendor's id for the whole interaction, in document order, each with its source
+    /// name (`oracle:ucid`, `broadworks:extTrackingID`, `ribbon:gcid`, `audiocodes:GenesysUUID`,
+    /// `jambonz:callSid`, ...).
+    pub call_ids: Vec<(String, String)>,
+    /// The party the SRC records for (BroadWorks/Webex `userID`, Metaswitch `recordedParty`,
+    /// ...): an AOR, number or user id as sent.
+    pub recorded_user: Option<String>,
+    /// Whether the recorded user placed the call (`Some(true)`, BroadWorks `origCall`,
+    /// Metaswitch outgoing callType) or received it (`Some(false)`).
+    pub recorded_user_originated: Option<bool>,
+    /// The calling and called party as the vendor names them (Oracle `callingParty`,
+    /// BroadWorks calling/called numbers, Ribbon `fromhdr`/`tohdr`, Metaswitch
+    /// `callingPartyNumber`).
+    pub calling: Option<String>,
+    pub called: Option<String>,
+    /// The number the caller dialed (Metaswitch `dialedDigits`, Oracle `request-uri`, BroadWorks
+    /// called number before redirection), if the vendor says.
+    pub dialed: Option<String>,
+}
+/// A recorded communication session (RFC 7865 §6.3).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MdSession {
     /// `session_id` attribute.
     pub id: String,
@@ -80,10 +136,13 @@ pub struct MdSession {
     pub sip_session_ids: Vec<String>,
     /// `<group-ref>`, the id of the group the session belongs to.
     pub group_ref: Option<String>,
+    /// `<start-time>` / `<associate-time>` and `<stop-time>` / `<disassociate-time>`.
+    pub start: Option<jiff::Timestamp>,
+    pub stop: Option<jiff::Timestamp>,
 }
 
 /// A participant (RFC 7865 §6.5). `aor` and `name` are personal data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MdParticipant {
     /// `participant_id` attribute.
     pub id: String,
@@ -95,10 +154,15 @@ pub struct MdParticipant {
     pub sends: Vec<String>,
     /// Ids of the streams this participant receives.
     pub receives: Vec<String>,
+    /// The session it belongs to (`session=` attribute or `participantsessionassoc`).
+    pub session_ref: Option<String>,
+    /// `<associate-time>` and `<disassociate-time>` (a participant that left the call).
+    pub associated: Option<jiff::Timestamp>,
+    pub disassociated: Option<jiff::Timestamp>,
 }
 
 /// A media stream (RFC 7865 §6.4).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MdStream {
     /// `stream_id` attribute.
     pub id: String,
@@ -106,6 +170,8 @@ pub struct MdStream {
     pub label: Option<String>,
     /// `session_id` attribute: the session the stream belongs to.
     pub session_ref: Option<String>,
+    /// `<mode>` (`separate`/`mixed`), as sent.
+    pub mode: Option<String>,
 }
 
 impl Metadata {
@@ -177,6 +243,7 @@ pub fn parse_metadata(xml: &[u8]) -> Result<Metadata, MetadataError> {
                         .child_text("group-ref")
                         .or_else(|| el.attr_any(&["group"]))
                         .map(str::to_owned),
+                    ..MdSession::default()
                 });
             }
             "participant" => {
@@ -196,6 +263,7 @@ pub fn parse_metadata(xml: &[u8]) -> Result<Metadata, MetadataError> {
                         .map(str::to_owned),
                     sends: stream_refs(el, "send"),
                     receives: stream_refs(el, "recv"),
+                    ..MdParticipant::default()
                 });
             }
             "stream" => {
@@ -206,6 +274,7 @@ pub fn parse_metadata(xml: &[u8]) -> Result<Metadata, MetadataError> {
                     id,
                     label: el.child_text("label").map(str::to_owned),
                     session_ref: el.attr_any(&["session_id", "session"]).map(str::to_owned),
+                    ..MdStream::default()
                 });
             }
             "participantstreamassoc" => stream_assocs.push(el),
