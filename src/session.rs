@@ -133,10 +133,39 @@ pub struct CallRecord {
     /// The INVITE's Content-Type and body.
     pub offer_content_type: Option<String>,
     pub offer_body: String,
-    /// Metadata bodies that arrived later (re-INVITE, UPDATE), as (Content-Type, body).
+    /// Metadata bodies that arrived later (re-INVITE, UPDATE, INFO, BYE), in order.
     #[serde(default)]
-    pub updates: Vec<(Option<String>, String)>,
+    pub updates: Vec<RecordedUpdate>,
     pub sip_headers: Vec<(String, String)>,
+}
+
+/// A request that carried recording metadata after the INVITE, as kept in `call.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "UpdateForm")]
+pub struct RecordedUpdate {
+    /// The method that carried it: `re-INVITE`, `UPDATE`, `INFO` or `BYE`.
+    pub via: String,
+    /// When it arrived, in milliseconds after the 200 OK (the recording's first sample).
+    pub at_ms: u64,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// `call.json` written by earlier versions kept an update as `[content_type, body]`.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum UpdateForm {
+    Current { via: String, at_ms: u64, content_type: Option<String>, body: String },
+    Pair(Option<String>, String),
+}
+
+impl From<UpdateForm> for RecordedUpdate {
+    fn from(f: UpdateForm) -> Self {
+        match f {
+            UpdateForm::Current { via, at_ms, content_type, body } => Self { via, at_ms, content_type, body },
+            UpdateForm::Pair(content_type, body) => Self { via: "update".into(), at_ms: 0, content_type, body },
+        }
+    }
 }
 
 /// Why a recording ended, as reported in `metaData.gateway.endReason`.

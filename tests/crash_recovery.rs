@@ -36,7 +36,7 @@ fn call_interrupted_by_kill_9_is_delivered_once_after_restart_with_the_audio_on_
     let mut replay = gateway::spawn_replay("siprec-2stream-udp.pcap", gw.udp_addr());
     let started = gw.wait_for_log("recording started", WAIT);
     let name = log_field(&started, "session").expect("session= in the log line").to_owned();
-    let wav = gw.spool_dir().join("active").join(&name).join("audio.wav");
+    let wav = gw.spool_dir().join("active").join(&name).join("capture.wav");
     // 1.5 s of audio on disk, then the crash.
     wait_for_size(&wav, 44 + BYTES_PER_SECOND * 3 / 2);
     let killed_at = jiff::Timestamp::try_from(clock::wall_now()).expect("wall time");

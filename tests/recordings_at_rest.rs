@@ -37,7 +37,7 @@ async fn spool_and_output_files_are_readable_by_the_service_only() {
     let call_id = "private@test";
     let active = gw.spool_dir().join("active").join(file_name(call_id));
     record_call(&gw, call_id, || {
-        assert_eq!(mode(&active.join("audio.wav")), 0o600);
+        assert_eq!(mode(&active.join("capture.wav")), 0o600);
         assert_eq!(mode(&active), 0o700);
     })
     .await;
@@ -61,8 +61,8 @@ async fn output_group_may_read_recordings() {
     let call_id = "group@test";
     let active = gw.spool_dir().join("active").join(file_name(call_id));
     record_call(&gw, call_id, || {
-        assert_eq!(mode(&active.join("audio.wav")), 0o640);
-        assert_eq!(std::fs::metadata(active.join("audio.wav")).unwrap().gid(), group.gid.as_raw());
+        assert_eq!(mode(&active.join("capture.wav")), 0o640);
+        assert_eq!(std::fs::metadata(active.join("capture.wav")).unwrap().gid(), group.gid.as_raw());
     })
     .await;
     let name = file_name(call_id);

@@ -137,7 +137,7 @@ impl Outcome {
 
 /// Feeds `bytes` to a fresh endpoint at `now` and collects what comes out.
 fn feed(bytes: &[u8], now: Instant) -> (Endpoint, Outcome) {
-    let mut ep = Endpoint::new(EndpointConfig { user_agent: "siprec-gateway-test".into() }, 4475);
+    let mut ep = Endpoint::new(EndpointConfig { user_agent: "siprec-gateway-test".into(), max_update_body: 64 * 1024 }, 4475);
     ep.handle_message(now, peer_for(bytes), bytes);
     let sent = std::iter::from_fn(|| ep.poll_transmit()).collect();
     let events = std::iter::from_fn(|| ep.poll_event()).collect();

@@ -1,4 +1,5 @@
-//! The local directory sink: puts `<name>.wav` and `<name>.json` into an output directory.
+//! The local directory sink: puts `<name>.wav` (or `.mp3`, `.opus`: the configured format) and
+//! `<name>.json` into an output directory.
 //!
 //! Each file appears atomically under its final name: it is renamed out of the spool when the
 //! output is on the same file system, and otherwise copied to `.<file>.part` beside its
@@ -14,7 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::audit;
-use super::spool::{AUDIO_FILE, INFO_FILE, write_durably};
+use super::spool::{AUDIO_FILE, AUDIO_KINDS, INFO_FILE, audio_in, write_durably};
 use crate::clock;
 use crate::mapping::iso8601;
 
@@ -42,16 +43,18 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LocalError
     move |source| LocalError::Io { op, path, source }
 }
 
-/// Delivers the recording in `src` (a `pending/<name>` directory) to `out` as `<name>.wav` and
+/// Delivers the recording in `src` (a `pending/<name>` directory) to `out` as `<name>.<ext>` and
 /// then `<name>.json`. Blocking: run it on a blocking thread.
 pub fn deliver(src: &Path, out: &Path, name: &str) -> Result<(), LocalError> {
     fs::create_dir_all(out).map_err(io_err("create", out))?;
-    place(&src.join(AUDIO_FILE), out, &format!("{name}.wav"))?;
+    let (audio, kind) = audio_in(src).unwrap_or_else(|| (src.join(AUDIO_FILE), AUDIO_KINDS[0]));
+    let audio_name = format!("{name}.{}", kind.extension);
+    place(&audio, out, &audio_name)?;
     // Make the WAV durable under its name before the JSON can exist.
     sync_dir(out)?;
     place(&src.join(INFO_FILE), out, &format!("{name}.json"))?;
     sync_dir(out)?;
-    write_audit(src, out, name);
+    write_audit(src, out, name, &audio_name);
     Ok(())
 }
 
@@ -59,13 +62,13 @@ pub fn deliver(src: &Path, out: &Path, name: &str) -> Result<(), LocalError> {
 /// `<name>.audit.json` (last, so its presence means the pair is complete). Best effort: a
 /// recording without a record (recovered after a crash) gets none, and a failed write is a
 /// warning, never a failed delivery.
-fn write_audit(src: &Path, out: &Path, name: &str) {
+fn write_audit(src: &Path, out: &Path, name: &str, audio_name: &str) {
     let Some(mut record) = audit::read(src) else { return };
     record.delivery = Some(audit::AuditDelivery {
         outcome: "delivered".into(),
         time: iso8601(clock::wall_now()),
         call_id: None,
-        path: Some(out.join(format!("{name}.wav")).display().to_string()),
+        path: Some(out.join(audio_name).display().to_string()),
         reason: None,
     });
     if let Err(e) = write_durably(out, &format!("{name}.audit.json"), &record.to_json()) {

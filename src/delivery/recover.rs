@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use super::journal::JournalEvent;
-use super::spool::{AUDIO_FILE, CALL_FILE, FailureRecord, Spool, SpoolError, sync_dir};
+use super::spool::{AUDIO_FILE, CALL_FILE, CAPTURE_FILE, FailureRecord, Spool, SpoolError, sync_dir};
 use crate::clock;
 use crate::mapping::{self, CallSummary, ChannelSummary, iso8601};
 use crate::session::{self, CallRecord, EndReason};
@@ -249,7 +249,8 @@ pub fn recover(spool: &Spool, limits: &OfferLimits) -> RecoveryReport {
 /// Recovers `active/<name>`; returns its name in `pending/`.
 fn recover_one(spool: &Spool, name: &str, limits: &OfferLimits) -> Result<String, RecoverError> {
     let active = spool.active_dir(name);
-    let audio = active.join(AUDIO_FILE);
+    // The capture; or, when the crash came after it was adopted as the delivered WAV, that.
+    let audio = Some(active.join(CAPTURE_FILE)).filter(|p| p.exists()).unwrap_or_else(|| active.join(AUDIO_FILE));
     // When the recorder last wrote, read before the repair writes to the file.
     let wav_modified = std::fs::metadata(&audio).and_then(|m| m.modified()).ok();
     let shape = repair_wav(&audio)?;
@@ -260,6 +261,7 @@ fn recover_one(spool: &Spool, name: &str, limits: &OfferLimits) -> Result<String
     let target = free_name(spool, name)?;
     let secs = shape.duration().as_secs_f64();
     spool.journal(&target, JournalEvent::Recovered, &format!("interrupted call finalized at start with {secs:.1} s of audio"));
+    spool.adopt_capture(&target)?;
     spool.finish(&target, &bytes)?;
     tracing::info!(recording = %target, session_id = %info["sessionId"].as_str().unwrap_or_default(),
         duration_s = format!("{secs:.1}"), "interrupted recording recovered and queued");
@@ -317,7 +319,8 @@ fn recovered_info(
             match siprec::parse_offer(r.offer_content_type.as_deref(), r.offer_body.as_bytes(), limits) {
                 Ok(offer) => {
                     metadata = offer.metadata;
-                    for (content_type, body) in &r.updates {
+                    for u in &r.updates {
+                        let (content_type, body) = (&u.content_type, &u.body);
                         // As during the call: a parsed update replaces the metadata, a broken
                         // one is noted and the last good one kept.
                         match siprec::metadata_update(content_type.as_deref(), body.as_bytes(), limits) {
@@ -506,7 +509,12 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
             start_unix_ms: 1_764_000_000_000,
             offer_content_type: Some("multipart/mixed;boundary=b1".into()),
             offer_body: OFFER.into(),
-            updates: vec![(Some("application/rs-metadata+xml".into()), "<other xmlns=\"urn:x\"/>".into())],
+            updates: vec![session::RecordedUpdate {
+                via: "UPDATE".into(),
+                at_ms: 5_000,
+                content_type: Some("application/rs-metadata+xml".into()),
+                body: "<other xmlns=\"urn:x\"/>".into(),
+            }],
             sip_headers: vec![("X-Ucid".into(), "u-1".into())],
         }
     }
@@ -517,7 +525,7 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
         let tmp = tempfile::tempdir().unwrap();
         let spool = Spool::open(tmp.path()).unwrap();
         fs::create_dir(spool.active_dir(name)).unwrap();
-        fs::write(spool.active_dir(name).join(AUDIO_FILE), crashed_wav(2, 12000, 4000, 1)).unwrap();
+        fs::write(spool.active_dir(name).join(CAPTURE_FILE), crashed_wav(2, 12000, 4000, 1)).unwrap();
         if let Some(r) = record {
             fs::write(spool.active_dir(name).join(CALL_FILE), serde_json::to_vec(r).unwrap()).unwrap();
         }
@@ -558,7 +566,7 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
     fn without_call_json_info_comes_from_the_name_and_the_file() {
         let (_tmp, spool) = spool_with_crash("lost-call", None);
         let written = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_010);
-        let file = File::options().write(true).open(spool.active_dir("lost-call").join(AUDIO_FILE)).unwrap();
+        let file = File::options().write(true).open(spool.active_dir("lost-call").join(CAPTURE_FILE)).unwrap();
         file.set_modified(written).unwrap();
         drop(file);
         assert_eq!(recover(&spool, &OfferLimits::default()).recovered, ["lost-call"]);
@@ -576,7 +584,7 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
     fn recovery_is_idempotent() {
         let (_tmp, spool) = spool_with_crash("again", Some(&record()));
         // A first recovery that stopped after writing info.json, before the move.
-        let shape = repair_wav(&spool.active_dir("again").join(AUDIO_FILE)).unwrap();
+        let shape = repair_wav(&spool.active_dir("again").join(CAPTURE_FILE)).unwrap();
         fs::write(spool.active_dir("again").join(INFO_FILE), b"{\"partial\"").unwrap();
         let first = recover(&spool, &OfferLimits::default());
         let second = recover(&spool, &OfferLimits::default());

@@ -1,8 +1,10 @@
 //! The on-disk spool: where finished recordings wait until a sink has them.
 //!
 //! Layout under the root:
-//! - `active/<name>/` — the recorder writes `audio.wav` here while the call runs;
-//! - `pending/<name>/` — `audio.wav` + `info.json`, complete and durable, waiting for delivery;
+//! - `active/<name>/` — the recorder writes `capture.wav` (one channel per recorded stream) here
+//!   while the call runs; at the end it is rendered into the delivered audio (`audio.wav`,
+//!   `audio.mp3` or `audio.opus`: the configured layout and format);
+//! - `pending/<name>/` — the audio + `info.json`, complete and durable, waiting for delivery;
 //! - `failed/<name>/` — refused permanently by the sink, with an `error.json` saying why;
 //! - `delivered/<name>/` — delivered, kept for `tethr.retention` (the delivery worker fills it);
 //! - `journal.log` — one line per event of every recording (see [`super::journal`]).
@@ -24,8 +26,32 @@ use serde::Serialize;
 
 use super::journal::JournalEvent;
 
-/// The audio file inside a recording's directory.
+/// The delivered audio file inside a recording's directory when the format is WAV.
 pub const AUDIO_FILE: &str = "audio.wav";
+/// What the recorder writes during the call: one channel per recorded stream, PCM WAV.
+pub const CAPTURE_FILE: &str = "capture.wav";
+
+/// A delivered audio file: its name in the recording's directory, Tethr's `audio.format` for it
+/// and the `data` part's Content-Type (which must agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioKind {
+    pub file: &'static str,
+    pub extension: &'static str,
+    pub format: &'static str,
+    pub content_type: &'static str,
+}
+
+/// Every delivered audio kind, in the order a directory is searched.
+pub const AUDIO_KINDS: [AudioKind; 3] = [
+    AudioKind { file: AUDIO_FILE, extension: "wav", format: "wav", content_type: "audio/wav" },
+    AudioKind { file: "audio.mp3", extension: "mp3", format: "mp3", content_type: "audio/mp3" },
+    AudioKind { file: "audio.opus", extension: "opus", format: "opus", content_type: "audio/ogg" },
+];
+
+/// The delivered audio in a recording's directory, if there is one.
+pub fn audio_in(dir: &Path) -> Option<(PathBuf, AudioKind)> {
+    AUDIO_KINDS.iter().map(|k| (dir.join(k.file), *k)).find(|(p, _)| p.is_file())
+}
 /// The Tethr `info` JSON inside a recording's directory.
 pub const INFO_FILE: &str = "info.json";
 /// Why a recording was refused, inside `failed/<name>/`.
@@ -149,8 +175,9 @@ impl Spool {
         self.root.join("delivered").join(name)
     }
 
-    /// Completes a recording: writes `info.json` durably, fsyncs `audio.wav`, and moves the
-    /// directory from `active/` to `pending/`. Returns the pending directory.
+    /// Completes a recording: writes `info.json` durably, fsyncs the delivered audio, removes the
+    /// capture it was rendered from, and moves the directory from `active/` to `pending/`.
+    /// Returns the pending directory.
     pub fn finish(&self, name: &str, info_json: &[u8]) -> Result<PathBuf, SpoolError> {
         check_name(name)?;
         let active = self.active_dir(name);
@@ -159,16 +186,34 @@ impl Spool {
             return Err(SpoolError::AlreadyPending(name.to_string()));
         }
         write_durably(&active, INFO_FILE, info_json)?;
-        let audio = active.join(AUDIO_FILE);
+        let audio = audio_in(&active).map_or_else(|| active.join(AUDIO_FILE), |(p, _)| p);
         File::open(&audio)
             .and_then(|f| f.sync_all())
             .map_err(io_err("fsync", &audio))?;
+        let capture = active.join(CAPTURE_FILE);
+        match fs::remove_file(&capture) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &capture)(e)),
+            _ => {}
+        }
         sync_dir(&active)?;
         fs::rename(&active, &pending).map_err(io_err("move to pending", &active))?;
         sync_dir(&self.root.join("active"))?;
         sync_dir(&self.root.join("pending"))?;
         self.journal(name, JournalEvent::Finalized, "waiting in pending/ for delivery");
         Ok(pending)
+    }
+
+    /// Makes the capture the delivered audio as it is (per-stream WAV): the render step's
+    /// identity case.
+    pub fn adopt_capture(&self, name: &str) -> Result<(), SpoolError> {
+        check_name(name)?;
+        let active = self.active_dir(name);
+        let capture = active.join(CAPTURE_FILE);
+        if capture.exists() {
+            fs::rename(&capture, active.join(AUDIO_FILE)).map_err(io_err("rename", &capture))?;
+            sync_dir(&active)?;
+        }
+        Ok(())
     }
 
     /// Writes `file` into `active/<name>/` durably (used for `call.json`).

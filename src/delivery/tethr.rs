@@ -30,7 +30,7 @@ use tokio_util::io::ReaderStream;
 use super::Attempt;
 use super::policy::{Outcome, SessionStatus};
 use super::recording_settings::SettingsFilter;
-use super::spool::{AUDIO_FILE, INFO_FILE};
+use super::spool::{AUDIO_FILE, AUDIO_KINDS, INFO_FILE, audio_in};
 use crate::clock;
 use crate::config::{ConfigError, TethrConfig};
 
@@ -611,7 +611,8 @@ impl TethrClient {
             Ok(info) => info,
             Err(e) => return Attempt::local_trouble(&info_path, e),
         };
-        let audio_path = dir.join(AUDIO_FILE);
+        // The rendered audio's kind names the `data` part's type, which `info.audio.format` matches.
+        let (audio_path, kind) = audio_in(dir).unwrap_or_else(|| (dir.join(AUDIO_FILE), AUDIO_KINDS[0]));
         let (audio, len) = match open_with_len(&audio_path).await {
             Ok(opened) => opened,
             Err(e) => return Attempt::local_trouble(&audio_path, e),
@@ -631,8 +632,8 @@ impl TethrClient {
             Err(e) => return self.request_failed(TethrError::Transport(e)),
         };
         let data_part = Part::stream_with_length(reqwest::Body::wrap_stream(ReaderStream::new(audio)), len)
-            .file_name(format!("{name}.wav"));
-        let data_part = match data_part.mime_str("audio/wav") {
+            .file_name(format!("{name}.{}", kind.extension));
+        let data_part = match data_part.mime_str(kind.content_type) {
             Ok(part) => part,
             Err(e) => return self.request_failed(TethrError::Transport(e)),
         };

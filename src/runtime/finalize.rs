@@ -101,7 +101,8 @@ pub(super) async fn run(job: Job, done: oneshot::Receiver<CallResult>) {
     let finished = tokio::task::spawn_blocking(move || {
         // Before the move to pending/, so the record travels with the recording.
         let audit = spool.write_active(&name, delivery::audit::AUDIT_FILE, &audit);
-        (audit, spool.finish(&name, &bytes))
+        let finished = spool.adopt_capture(&name).and_then(|()| spool.finish(&name, &bytes));
+        (audit, finished)
     })
     .await;
     let finished = finished.map(|(audit, finished)| {

@@ -176,7 +176,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: impl Fu
     let (media, media_thread) = media::start(media_tx).map_err(RuntimeError::Media)?;
 
     let seed = clock::wall_now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let mut endpoint = Endpoint::new(EndpointConfig { user_agent: config.sip.user_agent.clone() }, seed);
+    let mut endpoint = Endpoint::new(EndpointConfig { user_agent: config.sip.user_agent.clone(), max_update_body: config.metadata.max_size }, seed);
     let allow = AllowList::new(&config.limits.allow_from);
     if !config.limits.options_from_anyone {
         endpoint.set_options_from(allow.clone());
@@ -393,22 +393,15 @@ impl Signalling {
                     debug!(call_id = %dialog.call_id, "ACK: session confirmed");
                 }
             }
-            Event::Bye { dialog, .. } => {
+            Event::Bye { dialog, request } => {
                 info!(call_id = %dialog.call_id, "BYE from the SRC");
+                // RFC 7866 §9.1 lets the final metadata (participants leaving) ride on the BYE.
+                self.metadata_update(&dialog, "BYE", &request, now);
                 self.end_call(&dialog, EndReason::Bye, now);
             }
             Event::InDialog { dialog, request } => {
-                let md = siprec::metadata_update(request.header("Content-Type"), &request.body, &self.limits());
-                if matches!(md, MetadataOutcome::Absent) {
-                    return;
-                }
-                if let Some(live) = self.sessions.get_mut(&dialog) {
-                    let s = &mut live.session;
-                    s.record.updates.push((request.header("Content-Type").map(str::to_string), String::from_utf8_lossy(&request.body).into_owned()));
-                    s.update_metadata(md);
-                    let (name, record) = (s.name.clone(), s.record.clone());
-                    self.save_record(&name, &record);
-                }
+                let via = if request.method() == Some("INFO") { "INFO" } else { "UPDATE" };
+                self.metadata_update(&dialog, via, &request, now);
             }
             Event::AckTimeout { dialog } => {
                 warn!(call_id = %dialog.call_id, "no ACK for our 200 OK within 64*T1: ending the call");
@@ -550,7 +543,7 @@ impl Signalling {
         span.record("session", name.as_str());
         let labels: Vec<Option<String>> = plans.iter().map(|p| p.label.clone()).collect();
         let skipped = self.settings_say_skip(&offer.metadata, &labels);
-        let path = self.spool.active_dir(&name).join("audio.wav");
+        let path = self.spool.active_dir(&name).join(delivery::CAPTURE_FILE);
         let file = match &skipped {
             // Answered like any call, but no audio is stored.
             Some(_) => Ok(None),
@@ -674,6 +667,29 @@ impl Signalling {
         });
     }
 
+    /// Takes the recording metadata an in-dialog request carries (a multipart body with a
+    /// metadata part, or a bare metadata document), if any: kept in `call.json` with when and how
+    /// it came, and applied to the call's current metadata.
+    fn metadata_update(&mut self, dialog: &DialogId, via: &str, request: &Message, now: Instant) {
+        let limits = self.limits();
+        let Some(live) = self.sessions.get_mut(dialog) else { return };
+        let s = &mut live.session;
+        let md = siprec::metadata_update(request.header("Content-Type"), &request.body, &limits);
+        if matches!(md, MetadataOutcome::Absent) {
+            return;
+        }
+        debug!(via, "recording metadata update");
+        s.record.updates.push(session::RecordedUpdate {
+            via: via.to_string(),
+            at_ms: now.saturating_duration_since(s.t0).as_millis() as u64,
+            content_type: request.header("Content-Type").map(str::to_string),
+            body: String::from_utf8_lossy(&request.body).into_owned(),
+        });
+        s.update_metadata(md);
+        let (name, record) = (s.name.clone(), s.record.clone());
+        self.save_record(&name, &record);
+    }
+
     /// With `tethr.honour_recording_settings`, whether Tethr's recording settings exclude the
     /// call whose agent the metadata names (`Some(reason)`). An unknown agent is recorded.
     fn settings_say_skip(&self, metadata: &MetadataOutcome, labels: &[Option<String>]) -> Option<String> {
@@ -731,10 +747,9 @@ impl Signalling {
 
     fn on_reinvite(&mut self, tx: &TxKey, dialog: &DialogId, request: &Message) {
         let limits = self.limits();
-        let Some(live) = self.sessions.get_mut(dialog) else {
+        if !self.sessions.contains_key(dialog) {
             return self.refuse(tx, 481, "Call/Transaction Does Not Exist", Vec::new());
-        };
-        let s = &mut live.session;
+        }
         let bare_metadata = request
             .header("Content-Type")
             .map(siprec::multipart::mime_type)
@@ -743,11 +758,7 @@ impl Signalling {
             // RFC 3261 §14.2: a re-INVITE without an offer (a session refresh, or metadata only)
             // gets our current SDP as the offer in the 200; the media does not change.
             if bare_metadata {
-                let md = siprec::metadata_update(request.header("Content-Type"), &request.body, &limits);
-                s.record.updates.push((request.header("Content-Type").map(str::to_string), String::from_utf8_lossy(&request.body).into_owned()));
-                s.update_metadata(md);
-                let (name, record) = (s.name.clone(), s.record.clone());
-                self.save_record(&name, &record);
+                self.metadata_update(dialog, "re-INVITE", request, clock::now());
             }
             let Some(s) = self.sessions.get(dialog).map(|l| &l.session) else { return };
             let body = s.last_answer.clone().into_bytes();
@@ -763,12 +774,9 @@ impl Signalling {
             }
         };
         if !matches!(offer.metadata, MetadataOutcome::Absent) {
-            s.record.updates.push((request.header("Content-Type").map(str::to_string), String::from_utf8_lossy(&request.body).into_owned()));
-            let (name, record) = (s.name.clone(), s.record.clone());
-            self.save_record(&name, &record);
+            self.metadata_update(dialog, "re-INVITE", request, clock::now());
         }
         let Some(s) = self.sessions.get_mut(dialog).map(|l| &mut l.session) else { return };
-        s.update_metadata(offer.metadata);
         // Same ports for the m-lines we record; changes of codec, new m-lines and hold are the
         // media issue's (new m-lines are refused with port 0 for now).
         let answers: Vec<sdp::MediaAnswer> = (0..offer.sdp.media.len())

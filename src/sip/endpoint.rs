@@ -128,6 +128,10 @@ pub enum Event {
 pub struct EndpointConfig {
     /// `User-Agent` / `Server` header value.
     pub user_agent: String,
+    /// Largest body of an in-dialog UPDATE or INFO: a larger one is answered 413 (RFC 3261
+    /// §21.4.14) and not handed to the TU. SIPREC sends metadata updates this way (RFC 7866
+    /// §9.1), so the runtime sets it from `metadata.max_size`.
+    pub max_update_body: usize,
 }
 
 #[derive(Debug)]
@@ -636,6 +640,12 @@ impl Endpoint {
                 self.dialogs.remove(&id);
                 self.events.push_back(Event::Bye { dialog: id, request: msg });
             }
+            "UPDATE" | "INFO" if msg.body.len() > self.config.max_update_body => {
+                let resp = msg.response(413, "Request Entity Too Large", None);
+                self.reply_non_invite(now, key, peer, &msg, resp);
+                let reason = format!("{method} body of {} bytes over the limit of {}", msg.body.len(), self.config.max_update_body);
+                self.events.push_back(Event::Rejected { peer, code: Some(413), reason });
+            }
             "UPDATE" | "INFO" => {
                 let mut resp = msg.response(200, "OK", None);
                 if method == "UPDATE" {
@@ -983,7 +993,7 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
     }
 
     fn ep() -> Endpoint {
-        Endpoint::new(EndpointConfig { user_agent: "test".into() }, 7)
+        Endpoint::new(EndpointConfig { user_agent: "test".into(), max_update_body: 1024 }, 7)
     }
 
     fn drain(ep: &mut Endpoint) -> Vec<String> {
@@ -1385,6 +1395,28 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
         assert_eq!(ep.poll_timeout(), None, "reported once");
         ep.send_bye(t0 + Duration::from_secs(268), &id);
         assert!(drain(&mut ep)[0].starts_with("BYE sip:src@192.0.2.1:5070 SIP/2.0"));
+    }
+
+    #[test]
+    fn oversized_update_body_gets_413_and_no_event() {
+        let mut ep = ep();
+        let now = crate::clock::now();
+        let (_, id) = accept(&mut ep, now);
+        drain(&mut ep);
+        while ep.poll_event().is_some() {}
+        let body = "x".repeat(1025);
+        let update = in_dialog("UPDATE", "z9hG4bK3", &id, 2, "Content-Type: application/rs-metadata+xml\r\n")
+            .replace("Content-Length: 0\r\n\r\n", &format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        ep.handle_message(now, peer(Transport::Udp), update.as_bytes());
+        assert_eq!(drain(&mut ep), vec!["SIP/2.0 413 Request Entity Too Large".to_string()]);
+        assert!(matches!(ep.poll_event(), Some(Event::Rejected { code: Some(413), .. })));
+        // At the limit it is taken.
+        let body = "x".repeat(1024);
+        let update = in_dialog("UPDATE", "z9hG4bK4", &id, 3, "Content-Type: application/rs-metadata+xml\r\n")
+            .replace("Content-Length: 0\r\n\r\n", &format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        ep.handle_message(now, peer(Transport::Udp), update.as_bytes());
+        assert_eq!(drain(&mut ep), vec!["SIP/2.0 200 OK".to_string()]);
+        assert!(matches!(ep.poll_event(), Some(Event::InDialog { .. })));
     }
 
     #[test]
