@@ -40,8 +40,47 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub tethr: Option<TethrConfig>,
     pub metadata: MetadataConfig,
+    pub recording: RecordingConfig,
+    pub mapping: crate::mapping::MappingRules,
     pub service: ServiceConfig,
     pub limits: LimitsConfig,
+}
+
+/// `[recording]`: what the delivered audio looks like.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// `agent-customer` (two channels: agent side, customer side) or `per-stream`.
+    pub layout: crate::mapping::LayoutKind,
+    /// `wav`, `wav-ulaw`, `mp3` or `opus` (the last two need the cargo features of the same
+    /// name). Checked against this build at start.
+    pub format: FormatName,
+    /// The recording's sample rate in Hz; 0 = the highest rate among the call's streams.
+    pub sample_rate: u32,
+}
+
+/// A `[recording] format` value as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct FormatName(pub String);
+
+impl Default for FormatName {
+    fn default() -> Self {
+        FormatName("wav".into())
+    }
+}
+
+/// `media.srtp`: what is done with SRTP (`RTP/SAVP` with SDES `a=crypto`) offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SrtpPolicy {
+    /// SRTP and plain RTP streams are both recorded.
+    #[default]
+    Accept,
+    /// Only SRTP streams are recorded; plain RTP m-lines are refused (port 0).
+    Require,
+    /// SRTP m-lines are refused (port 0); an offer with nothing else gets 488.
+    Refuse,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +135,11 @@ pub struct MediaConfig {
     /// been silent this long (an SBC failover).
     #[serde(deserialize_with = "de_duration")]
     pub relatch_after: Duration,
+    /// What is done with SRTP offers.
+    pub srtp: SrtpPolicy,
+    /// Whether DTMF digits (RFC 4733 telephone-events) are listed with their times in
+    /// `info.metaData`. Off by default: digits can be card numbers.
+    pub dtmf_in_metadata: bool,
 }
 
 impl Default for MediaConfig {
@@ -108,6 +152,8 @@ impl Default for MediaConfig {
             reorder_window: Duration::from_millis(60),
             max_streams: 16,
             relatch_after: Duration::from_secs(2),
+            srtp: SrtpPolicy::Accept,
+            dtmf_in_metadata: false,
         }
     }
 }
@@ -479,6 +525,26 @@ impl Config {
         }
         self.validate_tls()?;
         self.validate_limits()?;
+        self.mapping.validate().map_err(|reason| ConfigError::Invalid { key: "mapping", reason })?;
+        match crate::media::render::Format::from_config(&self.recording.format.0) {
+            None => {
+                return Err(ConfigError::Invalid { key: "recording.format", reason: "one of wav, wav-ulaw, mp3, opus".into() });
+            }
+            Some(f) if !f.available() => {
+                return Err(ConfigError::Invalid {
+                    key: "recording.format",
+                    reason: format!(
+                        "this build cannot write {}: build with `--features {}`",
+                        f.config_name(),
+                        f.cargo_feature().unwrap_or_default()
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+        if !(self.recording.sample_rate == 0 || (8000..=48000).contains(&self.recording.sample_rate)) {
+            return Err(ConfigError::Invalid { key: "recording.sample_rate", reason: "0 (per call) or 8000 to 48000".into() });
+        }
         if let Some(g) = &self.output.group
             && !matches!(nix::unistd::Group::from_name(g), Ok(Some(_)))
         {

@@ -5,13 +5,15 @@
 //! The runtime's signalling task asks these functions and keeps one [`Session`] per dialog; it
 //! does the binding, sending and writing.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::config::header_pattern_matches;
 use crate::media::g711::Law;
 use crate::sip::Message;
-use crate::siprec::sdp::{AudioCodec, ChosenCodec, MediaAnswer, SessionDescription};
-use crate::siprec::{MetadataOutcome, OfferError};
+use crate::media::timeline::StreamStats;
+use crate::siprec::sdp::{AudioCodec, ChosenCodec, Direction, MediaAnswer, SessionDescription};
+use crate::mapping::{CallSummary, ChannelSummary, LayoutKind, MappingRules, MetadataChange};
+use crate::siprec::{self, MetadataOutcome, OfferError, OfferLimits};
 
 /// A SIP final response the offer calls for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +42,9 @@ pub struct StreamPlan {
     pub channel: usize,
     pub label: Option<String>,
     pub codec: ChosenCodec,
+    /// Whether the stream was ever offered in a direction that carries audio (a stream offered
+    /// `a=inactive` and never activated makes no channel).
+    pub active: bool,
 }
 
 impl StreamPlan {
@@ -51,10 +56,12 @@ impl StreamPlan {
     }
 
     pub fn codec_name(&self) -> &'static str {
-        match self.codec.codec {
-            AudioCodec::Pcma => "PCMA",
-            _ => "PCMU",
-        }
+        self.codec.codec.encoding_name()
+    }
+
+    /// The stream as the mapping sees it, with what the media thread counted.
+    pub fn summary(&self, stats: StreamStats) -> ChannelSummary {
+        ChannelSummary { label: self.label.clone(), codec: self.codec_name(), stats, active: self.active }
     }
 }
 
@@ -70,7 +77,8 @@ pub fn plan_streams(offer: &SessionDescription, max_streams: usize) -> Result<Ve
             continue;
         }
         if let Some(codec) = m.choose_codec() {
-            plans.push(StreamPlan { mline: i, channel: plans.len(), label: m.label.clone(), codec });
+            let active = m.direction != Direction::Inactive;
+            plans.push(StreamPlan { mline: i, channel: plans.len(), label: m.label.clone(), codec, active });
         }
     }
     if plans.is_empty() {
@@ -137,6 +145,72 @@ pub struct CallRecord {
     #[serde(default)]
     pub updates: Vec<RecordedUpdate>,
     pub sip_headers: Vec<(String, String)>,
+    /// The INVITE's Request-URI and every header as received (the mapping's rules may name
+    /// any of them; identities come from headers when there is no metadata).
+    #[serde(default)]
+    pub request_uri: Option<String>,
+    #[serde(default)]
+    pub invite_headers: Vec<(String, String)>,
+}
+
+impl CallRecord {
+    /// Every metadata document the call received, parsed again from what is kept here: the
+    /// INVITE's first (possibly `Absent`), then each update in order. Used alike when a call
+    /// ends and when an interrupted one is recovered, so both give the same `info`.
+    pub fn metadata_changes(&self, limits: &OfferLimits) -> Vec<MetadataChange> {
+        let first = siprec::parse_offer(self.offer_content_type.as_deref(), self.offer_body.as_bytes(), limits)
+            .map_or(MetadataOutcome::Absent, |o| o.metadata);
+        let updates = self.updates.iter().filter_map(|u| {
+            let outcome = siprec::metadata_update(u.content_type.as_deref(), u.body.as_bytes(), limits);
+            (!matches!(outcome, MetadataOutcome::Absent)).then(|| MetadataChange { at_ms: u.at_ms, via: via_name(&u.via), outcome })
+        });
+        std::iter::once(MetadataChange { at_ms: 0, via: "INVITE", outcome: first }).chain(updates).collect()
+    }
+
+    /// The facts `mapping::build_info` needs, from this record and what the caller adds.
+    pub fn summary<'a>(&'a self, changes: &'a [MetadataChange], streams: &'a [ChannelSummary], ctx: SummaryContext<'a>) -> CallSummary<'a> {
+        CallSummary {
+            session_id: &self.session_id,
+            t0: ctx.t0,
+            start: ctx.start,
+            end: ctx.end,
+            streams,
+            metadata: changes,
+            layout: ctx.layout,
+            rules: ctx.rules,
+            audio_format: ctx.audio_format,
+            request_uri: self.request_uri.as_deref(),
+            from: self.header("From"),
+            to: self.header("To"),
+            sip_headers: &self.sip_headers,
+            all_headers: &self.invite_headers,
+            end_reason: ctx.end_reason,
+            notes: ctx.notes,
+        }
+    }
+
+    /// The value of an INVITE header (first of that name, case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.invite_headers.iter().find(|(n, _)| crate::sip::message::header_is(n, name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What [`CallRecord::summary`] needs beyond the record.
+#[derive(Debug, Clone, Copy)]
+pub struct SummaryContext<'a> {
+    pub t0: Instant,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub layout: LayoutKind,
+    pub rules: &'a MappingRules,
+    pub audio_format: &'a str,
+    pub end_reason: &'a str,
+    pub notes: &'a [String],
+}
+
+/// The method names `MetadataChange::via` takes.
+fn via_name(via: &str) -> &'static str {
+    ["re-INVITE", "UPDATE", "INFO", "BYE"].into_iter().find(|v| v.eq_ignore_ascii_case(via)).unwrap_or("UPDATE")
 }
 
 /// A request that carried recording metadata after the INVITE, as kept in `call.json`.

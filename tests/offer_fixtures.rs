@@ -55,6 +55,7 @@ fn codec(pt: u8, codec: AudioCodec, te: Option<u8>) -> Option<ChosenCodec> {
         payload_type: pt,
         codec,
         telephone_event: te,
+        comfort_noise: None,
     })
 }
 
@@ -109,9 +110,10 @@ fn broadworks_mangled_metadata_is_invalid_but_audio_is_kept() {
     let offer = offer("broadworks-style-mangled-metadata-first.sip");
     assert_eq!(offer.sdp.connection, None, "masked X.X.X.X address");
     assert_eq!(offer.sdp.media.len(), 1);
+    // G.722 (PT 9) is offered after PCMA: the best quality decoded wins.
     assert_eq!(
         offer.sdp.media[0].choose_codec(),
-        codec(8, AudioCodec::Pcma, Some(101))
+        codec(9, AudioCodec::G722, Some(101))
     );
     let MetadataOutcome::Invalid { error, raw } = &offer.metadata else {
         panic!("{:?}", offer.metadata)
@@ -251,7 +253,8 @@ fn cube_inactive_streams_are_answered_inactive() {
             .all(|m| m.direction == Direction::Inactive)
     );
     let chosen = offer.sdp.media[0].choose_codec();
-    assert_eq!(chosen, codec(0, AudioCodec::Pcmu, None));
+    let cn = Some(ChosenCodec { comfort_noise: Some(19), ..codec(0, AudioCodec::Pcmu, None).unwrap() });
+    assert_eq!(chosen, cn);
     let answers = [
         MediaAnswer {
             port: 4000,

@@ -31,8 +31,8 @@ fn assert_close(what: &str, got: f64, expected: f64, tolerance: f64) {
 
 /// Replays `capture` against a fresh gateway and returns the gateway, the Call-ID the
 /// replay used (from the gateway's log of the BYE) and the recording.
-fn record_capture(capture: &str, tcp: bool) -> (Gateway, String, Recording) {
-    let gw = Gateway::start("");
+fn record_capture(capture: &str, tcp: bool, config: &str) -> (Gateway, String, Recording) {
+    let gw = Gateway::start(config);
     let target = if tcp { gw.tcp_addr() } else { gw.udp_addr() };
     let replay_log = gateway::replay(capture, target, tcp);
     let transport = if tcp {
@@ -91,7 +91,7 @@ fn check_common(capture: &str, call_id: &str, rec: &Recording, channels: usize, 
             &contacts[0]["channel"],
             &contacts[0]["phoneNumber"]
         ),
-        (&"customer".into(), &0.into(), &"+15551230001".into())
+        (&"agent".into(), &0.into(), &"+15551230001".into())
     );
     assert_eq!(
         (
@@ -99,8 +99,12 @@ fn check_common(capture: &str, call_id: &str, rec: &Recording, channels: usize, 
             &contacts[1]["channel"],
             &contacts[1]["phoneNumber"]
         ),
-        (&"agent".into(), &1.into(), &"+15559870002".into())
+        (&"customer".into(), &1.into(), &"+15559870002".into())
     );
+    // Neither party is internal nor named by vendor data: the SRC's first is taken as the
+    // agent, and info says it was a guess (docs/mapping.md).
+    let notes = info["metaData"]["mapping"]["notes"].to_string();
+    assert!(notes.contains("guess"), "{info:#}");
     assert_eq!(info["metaData"]["gateway"]["endReason"], "bye");
 
     // Stream 1: 440 Hz from 0.060 s (capture time from the INVITE) to the end of the media.
@@ -142,7 +146,7 @@ fn check_paused_stream(rec: &Recording, channel: usize, media_s: f64) {
 #[test]
 fn udp_capture_is_recorded_tone_for_tone() {
     let capture = "siprec-2stream-udp.pcap";
-    let (_gw, call_id, rec) = record_capture(capture, false);
+    let (_gw, call_id, rec) = record_capture(capture, false, "");
     check_common(capture, &call_id, &rec, 2, 7.0);
     check_paused_stream(&rec, 1, 7.0);
     assert_eq!(
@@ -154,7 +158,7 @@ fn udp_capture_is_recorded_tone_for_tone() {
 #[test]
 fn tcp_capture_replayed_over_tcp_is_recorded_tone_for_tone() {
     let capture = "siprec-2stream-tcp.pcapng";
-    let (_gw, call_id, rec) = record_capture(capture, true);
+    let (_gw, call_id, rec) = record_capture(capture, true, "");
     check_common(capture, &call_id, &rec, 2, 7.0);
     check_paused_stream(&rec, 1, 7.0);
     assert_eq!(
@@ -166,7 +170,8 @@ fn tcp_capture_replayed_over_tcp_is_recorded_tone_for_tone() {
 #[test]
 fn fragmented_three_stream_capture_gives_three_channels() {
     let capture = "siprec-3stream-sll-frag.pcap";
-    let (_gw, call_id, rec) = record_capture(capture, false);
+    // One channel per stream: the layout that keeps the third stream apart.
+    let (_gw, call_id, rec) = record_capture(capture, false, "[recording]\nlayout = \"per-stream\"\n");
     check_common(capture, &call_id, &rec, 3, 6.0);
     check_paused_stream(&rec, 1, 6.0);
     let ch2 = rec.wav.channel(2);
@@ -292,7 +297,7 @@ fn invite_final_status(target: SocketAddr) -> u16 {
 
 #[test]
 fn sigterm_drains_refuses_new_calls_ends_active_ones_and_exits_0() {
-    let mut gw = Gateway::start("[service]\nshutdown_grace = \"1s\"\n");
+    let mut gw = Gateway::start("[service]\nshutdown_grace = \"1s\"\n[recording]\nlayout = \"per-stream\"\n");
     let sipp = SippCall::new("src_wait_for_bye.xml")
         .file("audio.ulaw", ulaw_tone(700.0, 12000.0, 5.0))
         .start(gw.udp_addr());

@@ -134,7 +134,7 @@ fn two_stream_call_from_sipp_records_the_stream_it_sends_and_a_silent_one() {
 
     // Format and length.
     assert_eq!(rec.wav.spec.sample_rate, 8000);
-    assert_eq!(rec.wav.channels.len(), 2, "one channel per audio m-line");
+    assert_eq!(rec.wav.channels.len(), 2, "agent side and customer side");
     let wav_s = rec.wav.seconds();
     assert!(
         (wav_s - rec.info_seconds()).abs() <= 0.020,
@@ -142,8 +142,10 @@ fn two_stream_call_from_sipp_records_the_stream_it_sends_and_a_silent_one() {
         rec.info_seconds()
     );
 
-    // Channel 0: sipp's 2 s of 700 Hz; channel 1: nothing was sent, all zero.
-    let ch0 = rec.wav.channel(0);
+    // The metadata names the party on the first m-line +15551230001 and the one on the second
+    // 4711, an internal extension: the agent. Channel 0 is the agent's side (the second m-line,
+    // on which nothing was sent: all zero), channel 1 the customer's (sipp's 2 s of 700 Hz).
+    let ch0 = rec.wav.channel(1);
     let start = ch0.first_sound().expect("channel 0 has audio");
     let end = ch0.last_sound().expect("channel 0 has audio");
     assert!(start < 0.5, "audio starts {start:.3} s into the file");
@@ -153,15 +155,15 @@ fn two_stream_call_from_sipp_records_the_stream_it_sends_and_a_silent_one() {
         end - start
     );
     ch0.assert_tone(
-        "channel 0",
+        "channel 1",
         700.0,
         AMPLITUDE / 2f64.sqrt(),
         start + 0.01,
         end - 0.01,
     );
     assert!(
-        rec.wav.channel(1).is_all_zero(),
-        "channel 1 got no RTP and must be all zero"
+        rec.wav.channel(0).is_all_zero(),
+        "the agent's stream got no RTP: channel 0 must be all zero"
     );
 
     // info.
@@ -177,11 +179,11 @@ fn two_stream_call_from_sipp_records_the_stream_it_sends_and_a_silent_one() {
     };
     assert_eq!(
         (on(0)["type"].as_str(), on(0)["phoneNumber"].as_str()),
-        (Some("customer"), Some("+15551230001"))
+        (Some("agent"), Some("4711"))
     );
     assert_eq!(
         (on(1)["type"].as_str(), on(1)["phoneNumber"].as_str()),
-        (Some("agent"), Some("4711"))
+        (Some("customer"), Some("+15551230001"))
     );
     assert_eq!(
         info["metaData"]["sipHeaders"]["X-Tenant-Ref"], "tenant-42",

@@ -193,14 +193,15 @@ fn print_summary(opts: &BenchOptions, m: &Value, ok: bool) {
     println!("siprec-gateway bench: {} calls × 2 PCMU streams, {:?} each, ramp {}/s, median of {} run(s)", opts.calls, opts.duration, opts.ramp, opts.runs);
     println!("  calls held            {:.0} (failed {:.0})", f("calls_held"), f("calls_failed"));
     println!(
-        "  packets               sent {:.0} · received {:.0} · written {:.0} · lost {:.0} · late {:.0} · missing {:.0} · misplaced {:.0}",
+        "  packets               sent {:.0} · received {:.0} · written {:.0} · lost {:.0} · late {:.0} · missing {:.0} · misplaced {:.0} · max slip {:.1} ms",
         f("packets_sent"),
         f("gateway_packets"),
         f("packets_written"),
         f("gateway_lost"),
         f("gateway_late"),
         f("packets_missing"),
-        f("packets_wrong")
+        f("packets_wrong"),
+        f("max_slip") / 8.0
     );
     println!("  files                 ok {:.0} · missing {:.0} · truncated {:.0} · wrong length {:.0}", f("files_ok"), f("files_missing"), f("files_truncated"), f("bad_duration"));
     println!("  sender                {:.0} pps (nominal {:.0}), max lag {:.1} ms", f("sender_pps"), f("nominal_pps"), f("sender_max_lag_ms"));
@@ -440,8 +441,9 @@ impl GatewayProcess {
         let sip = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(BenchError::io("find a free SIP port"))?;
         let output = dir.join("output");
         // No free-space floor: a benchmark on a small disk measures the gateway, not the floor.
+        // One channel per stream, so each stream's pattern is checked in its own channel.
         let config = format!(
-            "[sip]\nlisten = [\"udp:{sip}\"]\n\
+            "[sip]\nlisten = [\"udp:{sip}\"]\n[recording]\nlayout = \"per-stream\"\n\
              [media]\nrtp_ports = \"10000-32000\"\nbind_address = \"127.0.0.1\"\n\
              [limits]\nmax_calls = {}\n\
              [output]\ndir = {:?}\n[spool]\ndir = {:?}\nmin_free = \"0\"\n[service]\nshutdown_grace = \"1s\"\n",

@@ -33,13 +33,23 @@ pub struct Checks {
     pub packets_written: u64,
     /// Packets whose place is silence.
     pub packets_missing: u64,
+    /// Packets whose place lies (partly) before the recording's start (the 200 OK), cut.
+    pub packets_before_start: u64,
     /// Packets whose place holds other audio (misplaced or corrupted).
     pub packets_wrong: u64,
     /// The gateway's own counters (`metaData.gateway.streams`).
     pub gateway_packets: u64,
     pub gateway_lost: u64,
     pub gateway_late: u64,
+    /// Largest distance (samples) of a packet from its nominal place (timeline slips).
+    pub max_slip: u64,
 }
+
+/// Samples a packet is recognised by (its head: a backward slip may overwrite its tail).
+const HEAD_SAMPLES: usize = 64;
+/// How far from its nominal place a packet may be and still count as at its place: 20 ms, the
+/// issue's bound on channels' drift against each other.
+const SLIP_LIMIT: i64 = 160;
 
 impl Checks {
     pub fn add(&mut self, o: &Checks) {
@@ -50,10 +60,12 @@ impl Checks {
         self.packets_sent += o.packets_sent;
         self.packets_written += o.packets_written;
         self.packets_missing += o.packets_missing;
+        self.packets_before_start += o.packets_before_start;
         self.packets_wrong += o.packets_wrong;
         self.gateway_packets += o.gateway_packets;
         self.gateway_lost += o.gateway_lost;
         self.gateway_late += o.gateway_late;
+        self.max_slip = self.max_slip.max(o.max_slip);
     }
 
     /// Every file present and whole, every packet at its place, nothing lost or late.
@@ -61,7 +73,7 @@ impl Checks {
         self.files_missing == 0
             && self.files_truncated == 0
             && self.bad_duration == 0
-            && self.packets_written == self.packets_sent
+            && self.packets_written + self.packets_before_start == self.packets_sent
             && self.gateway_lost == 0
             && self.gateway_late == 0
     }
@@ -146,19 +158,46 @@ pub fn check_call(dir: &Path, index: usize, call: &CallOutcome, sent: [u32; 2]) 
         };
         let mut exp = [0i16; PACKET_SAMPLES];
         let before = c.packets_written;
+        // The timeline may slip a stream by a few samples at packet boundaries (clock drift, or
+        // an anchor packet that came late: media::timeline): each packet is looked for near
+        // where the previous one was found, by its head (a backward slip overwrites a packet's
+        // tail with the next one), within SLIP_LIMIT of its nominal place.
+        let mut shift = 0i64;
+        let mut first_bad = None;
         for k in 0..n {
             expected_samples(tag, k, &mut exp);
-            let at = offset + k as i64 * PACKET_SAMPLES as i64;
-            let got = usize::try_from(at).ok().and_then(|a| chan.get(a..a + PACKET_SAMPLES));
-            match got {
-                Some(g) if g == exp => c.packets_written += 1,
-                Some(g) if g.iter().all(|s| *s == 0) => c.packets_missing += 1,
-                Some(_) => c.packets_wrong += 1,
-                None => c.packets_missing += 1,
+            let nominal = offset + k as i64 * PACKET_SAMPLES as i64;
+            let head = &exp[..HEAD_SAMPLES];
+            // Nearest to the previous packet's shift first.
+            let found = std::iter::once(shift)
+                .chain((1..=2 * SLIP_LIMIT).flat_map(|d| [shift - d, shift + d]))
+                .filter(|sh| sh.abs() <= SLIP_LIMIT)
+                .find(|&sh| usize::try_from(nominal + sh).ok().and_then(|a| chan.get(a..a + HEAD_SAMPLES)).is_some_and(|g| g == head));
+            match found {
+                Some(sh) => {
+                    shift = sh;
+                    c.max_slip = c.max_slip.max(sh.unsigned_abs());
+                    c.packets_written += 1;
+                }
+                // Audio from before the 200 OK (the first packet is sent on it, and carries the 20 ms
+                // before it) is not in the recording, which starts then.
+                None if nominal + shift < 0 => c.packets_before_start += 1,
+                None => {
+                    if first_bad.is_none() {
+                        let anywhere = chan.windows(HEAD_SAMPLES).position(|w| w == head);
+                        first_bad = Some((k, nominal + shift, anywhere));
+                    }
+                    match usize::try_from(nominal + shift).ok().and_then(|a| chan.get(a..a + PACKET_SAMPLES)) {
+                        Some(g) if g.iter().all(|s| *s == 0) => c.packets_missing += 1,
+                        Some(_) => c.packets_wrong += 1,
+                        None => c.packets_missing += 1,
+                    }
+                }
             }
         }
-        if c.packets_written - before < u64::from(n) && problem.is_none() {
-            problem = Some(format!("{name}.wav channel {ch}: {} of {n} packets at their place", c.packets_written - before));
+        if first_bad.is_some() && problem.is_none() {
+            let first = first_bad.map_or_else(String::new, |(k, at, found)| format!(", packet {k} not at {at} (found at {found:?})"));
+            problem = Some(format!("{name}.wav channel {ch}: {} of {n} packets at their place{first}", c.packets_written - before));
         }
     }
     (c, problem)

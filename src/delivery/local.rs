@@ -47,7 +47,7 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LocalError
 /// then `<name>.json`. Blocking: run it on a blocking thread.
 pub fn deliver(src: &Path, out: &Path, name: &str) -> Result<(), LocalError> {
     fs::create_dir_all(out).map_err(io_err("create", out))?;
-    let (audio, kind) = audio_in(src).unwrap_or_else(|| (src.join(AUDIO_FILE), AUDIO_KINDS[0]));
+    let (audio, kind) = audio_in(src).unwrap_or_else(|| (src.join(AUDIO_FILE), AUDIO_KINDS[0].1));
     let audio_name = format!("{name}.{}", kind.extension);
     place(&audio, out, &audio_name)?;
     // Make the WAV durable under its name before the JSON can exist.

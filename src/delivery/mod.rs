@@ -30,6 +30,7 @@ mod journal;
 mod local;
 pub mod policy;
 pub mod recording_settings;
+mod produce;
 mod recover;
 mod spool;
 pub mod status;
@@ -57,7 +58,8 @@ use policy::{Attempts, Decision, Outcome, Request, RetryPolicy, SessionStatus};
 pub use recording_settings::{RecordingSetting, RecordingSettingsHandle, SettingsDecision, SettingsFilter};
 pub use recover::{INTERRUPTED_NOTE, RecoverError, RecoveryReport, WavShape, recover, repair_wav};
 use spool::FailureRecord;
-pub use spool::{AUDIO_FILE, AUDIO_KINDS, AudioKind, CALL_FILE, CAPTURE_FILE, audio_in, DeliveryState, ERROR_FILE, INFO_FILE, STATE_FILE, Spool, SpoolError};
+pub use produce::{Finishing, ProduceError, Produced, produce};
+pub use spool::{AUDIO_FILE, AUDIO_KINDS, CALL_FILE, CAPTURE_FILE, DeliveryState, audio_in, ERROR_FILE, INFO_FILE, STATE_FILE, Spool, SpoolError};
 use tethr::TethrClient;
 pub use tethr::{CallSessionStatus, RecordingSettingsConfig, Secret, TethrError, TethrSettings, host_name};
 

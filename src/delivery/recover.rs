@@ -14,18 +14,21 @@
 //! anything and is not run while calls are being recorded.
 
 use std::fs::OpenOptions;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
 use super::journal::JournalEvent;
-use super::spool::{AUDIO_FILE, CALL_FILE, CAPTURE_FILE, FailureRecord, Spool, SpoolError, sync_dir};
+use super::produce::{Finishing, produce};
+use super::spool::{CALL_FILE, CAPTURE_FILE, FailureRecord, INFO_FILE, Spool, SpoolError, audio_in, sync_dir};
 use crate::clock;
-use crate::mapping::{self, CallSummary, ChannelSummary, iso8601};
+use crate::mapping::{self, ChannelSummary, Mapped, iso8601};
+use crate::media::wav::{self, WavError};
+pub use crate::media::wav::WavShape;
 use crate::session::{self, CallRecord, EndReason};
-use crate::siprec::{self, MetadataOutcome, OfferLimits};
+use crate::siprec::{self, MetadataOutcome};
 
 /// The note every recovered recording carries in `metaData.gateway.notes`.
 pub const INTERRUPTED_NOTE: &str = "recording cut short: the gateway stopped during the call; \
@@ -35,9 +38,6 @@ recording was finalized when the gateway started again";
 /// The note saying what a recovered recording does not know.
 const STATS_NOTE: &str = "stream statistics (packets, loss, first and last packet) are unknown \
 for a recording recovered after a stop and are left out";
-
-/// How much of the file is searched for the `data` chunk.
-const HEADER_SEARCH: u64 = 4096;
 
 /// An error from recovering one recording.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,9 @@ pub enum RecoverError {
     /// Moving the recording failed; it stays in `active/` for the next start.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// Rendering the delivered audio failed; it stays in `active/` for the next start.
+    #[error("{0}")]
+    Produce(String),
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RecoverError {
@@ -68,82 +71,10 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RecoverErr
     move |source| RecoverError::Io { op, path, source }
 }
 
-/// The shape of a WAV file as its header describes it, with the frames really on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WavShape {
-    /// Channels (`fmt ` chunk).
-    pub channels: u16,
-    /// Samples per second (`fmt ` chunk).
-    pub sample_rate: u32,
-    /// Bytes per frame (`fmt ` chunk).
-    pub block_align: u16,
-    /// Bytes before the first sample: 44 for WAVE_FORMAT_PCM, 68 for WAVE_FORMAT_EXTENSIBLE.
-    pub header_len: u64,
-    /// Whole frames after the header.
-    pub frames: u64,
-}
-
-impl WavShape {
-    /// The audio's length.
-    pub fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.frames as f64 / f64::from(self.sample_rate))
-    }
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-/// Reads a RIFF/WAVE header: the `fmt ` chunk's format and the offset where the `data`
-/// chunk's samples begin. `file_len` is the length of the whole file.
-fn parse_header(head: &[u8], file_len: u64) -> Result<WavShape, String> {
-    if head.len() < 12 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
-        return Err(format!("not a RIFF/WAVE file ({file_len} bytes)"));
-    }
-    let mut at = 12usize;
-    let mut fmt: Option<(u16, u32, u16)> = None;
-    loop {
-        let (Some(id), Some(size)) = (head.get(at..at + 4), u32_at(head, at + 4)) else {
-            return Err(format!("no data chunk in the first {} bytes", head.len()));
-        };
-        let body = at + 8;
-        match id {
-            b"fmt " => {
-                let channels = u16_at(head, body + 2).ok_or("fmt chunk cut short")?;
-                let sample_rate = u32_at(head, body + 4).ok_or("fmt chunk cut short")?;
-                let block_align = u16_at(head, body + 12).ok_or("fmt chunk cut short")?;
-                let bits = u16_at(head, body + 14).ok_or("fmt chunk cut short")?;
-                if channels == 0
-                    || sample_rate == 0
-                    || bits == 0
-                    || u32::from(block_align) != u32::from(channels) * u32::from(bits.div_ceil(8))
-                {
-                    return Err(format!(
-                        "fmt chunk is inconsistent: {channels} channels, {sample_rate} Hz, {bits} bits, block align {block_align}"
-                    ));
-                }
-                fmt = Some((channels, sample_rate, block_align));
-            }
-            b"data" => {
-                let (channels, sample_rate, block_align) = fmt.ok_or("data chunk before the fmt chunk")?;
-                let header_len = body as u64;
-                let frames = file_len.saturating_sub(header_len) / u64::from(block_align);
-                return Ok(WavShape { channels, sample_rate, block_align, header_len, frames });
-            }
-            _ => {}
-        }
-        // Chunks are padded to an even length (RIFF).
-        at = body + size as usize + (size as usize & 1);
-    }
-}
-
-/// Makes `path` a valid WAV of the whole frames on disk: cuts a trailing partial frame and
-/// rewrites the RIFF and data sizes, then fsyncs. Leaves a file that is already right untouched,
-/// so repeating it changes nothing.
+/// Makes `path` a valid WAV of the whole frames on disk: rewrites the sizes in its header
+/// ([`wav::repair_header`]: RF64 in place when the data passed 4 GiB) and cuts a trailing
+/// partial frame, then fsyncs. Leaves a file that is already right untouched, so repeating it
+/// changes nothing.
 pub fn repair_wav(path: &Path) -> Result<WavShape, RecoverError> {
     let mut file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => f,
@@ -152,40 +83,20 @@ pub fn repair_wav(path: &Path) -> Result<WavShape, RecoverError> {
         }
         Err(e) => return Err(io_err("open", path)(e)),
     };
+    let repaired = wav::repair_header(&mut file).map_err(|e| match e {
+        WavError::Io(e) => io_err("repair", path)(e),
+        e => RecoverError::Unusable(format!("{}: {e}", path.display())),
+    })?;
     let len = file.metadata().map_err(io_err("stat", path))?.len();
-    let mut head = Vec::new();
-    (&mut file)
-        .take(HEADER_SEARCH)
-        .read_to_end(&mut head)
-        .map_err(io_err("read", path))?;
-    let shape = parse_header(&head, len).map_err(|e| RecoverError::Unusable(format!("{}: {e}", path.display())))?;
-    // A RIFF file describes at most 4 GiB; beyond that the sizes are capped, the audio kept.
-    let max_frames = (u64::from(u32::MAX) - shape.header_len) / u64::from(shape.block_align);
-    let frames = shape.frames.min(max_frames);
-    let data = frames * u64::from(shape.block_align);
-    let riff_size = (shape.header_len - 8 + data) as u32;
-    let data_size = data as u32;
-    let whole = shape.header_len + shape.frames * u64::from(shape.block_align);
-    let mut changed = false;
-    if len > whole {
-        file.set_len(whole).map_err(io_err("truncate", path))?;
-        changed = true;
-    }
-    let data_size_at = shape.header_len as usize - 4;
-    if u32_at(&head, 4) != Some(riff_size) {
-        file.seek(SeekFrom::Start(4)).map_err(io_err("seek", path))?;
-        file.write_all(&riff_size.to_le_bytes()).map_err(io_err("write", path))?;
-        changed = true;
-    }
-    if u32_at(&head, data_size_at) != Some(data_size) {
-        file.seek(SeekFrom::Start(data_size_at as u64)).map_err(io_err("seek", path))?;
-        file.write_all(&data_size.to_le_bytes()).map_err(io_err("write", path))?;
+    let mut changed = repaired.changed;
+    if len > repaired.len {
+        file.set_len(repaired.len).map_err(io_err("truncate", path))?;
         changed = true;
     }
     if changed {
         file.sync_all().map_err(io_err("fsync", path))?;
     }
-    Ok(WavShape { frames, ..shape })
+    Ok(repaired.shape)
 }
 
 /// What [`recover`] did.
@@ -202,7 +113,7 @@ pub struct RecoveryReport {
 /// Finalizes every recording in `active/` (see the module doc). Blocking; run it before the
 /// delivery worker starts and before any call is recorded. `limits` are the offer limits the
 /// gateway parses offers with.
-pub fn recover(spool: &Spool, limits: &OfferLimits) -> RecoveryReport {
+pub fn recover(spool: &Spool, finishing: &Finishing) -> RecoveryReport {
     let mut report = RecoveryReport::default();
     let names = match spool.names_in("active") {
         Ok(names) => names,
@@ -215,7 +126,7 @@ pub fn recover(spool: &Spool, limits: &OfferLimits) -> RecoveryReport {
         tracing::info!(count = names.len(), "recovering recordings interrupted by a stop");
     }
     for name in names {
-        match recover_one(spool, &name, limits) {
+        match recover_one(spool, &name, finishing) {
             Ok(pending_name) => report.recovered.push(pending_name),
             Err(RecoverError::Unusable(reason)) => {
                 let record = FailureRecord {
@@ -247,24 +158,37 @@ pub fn recover(spool: &Spool, limits: &OfferLimits) -> RecoveryReport {
 }
 
 /// Recovers `active/<name>`; returns its name in `pending/`.
-fn recover_one(spool: &Spool, name: &str, limits: &OfferLimits) -> Result<String, RecoverError> {
+fn recover_one(spool: &Spool, name: &str, finishing: &Finishing) -> Result<String, RecoverError> {
     let active = spool.active_dir(name);
-    // The capture; or, when the crash came after it was adopted as the delivered WAV, that.
-    let audio = Some(active.join(CAPTURE_FILE)).filter(|p| p.exists()).unwrap_or_else(|| active.join(AUDIO_FILE));
-    // When the recorder last wrote, read before the repair writes to the file.
-    let wav_modified = std::fs::metadata(&audio).and_then(|m| m.modified()).ok();
-    let shape = repair_wav(&audio)?;
-    let record = read_record(&active.join(CALL_FILE));
-    let info = recovered_info(name, record.as_ref(), &shape, wav_modified.unwrap_or_else(clock::wall_now), limits);
-    // Serialising a JSON value cannot fail.
-    let bytes = serde_json::to_vec_pretty(&info).expect("info serialises");
-    let target = free_name(spool, name)?;
-    let secs = shape.duration().as_secs_f64();
-    spool.journal(&target, JournalEvent::Recovered, &format!("interrupted call finalized at start with {secs:.1} s of audio"));
-    spool.adopt_capture(&target)?;
-    spool.finish(&target, &bytes)?;
-    tracing::info!(recording = %target, session_id = %info["sessionId"].as_str().unwrap_or_default(),
-        duration_s = format!("{secs:.1}"), "interrupted recording recovered and queued");
+    let capture = active.join(CAPTURE_FILE);
+    let legacy = active.join(super::spool::AUDIO_FILE);
+    if !capture.exists() && !active.join(INFO_FILE).exists() && legacy.exists() {
+        // Left by a version that recorded straight into audio.wav.
+        std::fs::rename(&legacy, &capture).map_err(io_err("rename", &legacy))?;
+    }
+    let target = if capture.exists() {
+        // When the recorder last wrote, read before the repair writes to the file.
+        let wav_modified = std::fs::metadata(&capture).and_then(|m| m.modified()).ok();
+        let shape = repair_wav(&capture)?;
+        let record = read_record(&active.join(CALL_FILE));
+        let mapped = recovered_info(name, record.as_ref(), &shape, wav_modified.unwrap_or_else(clock::wall_now), finishing);
+        let target = free_name(spool, name)?;
+        let secs = shape.duration().as_secs_f64();
+        spool.journal(&target, JournalEvent::Recovered, &format!("interrupted call finalized at start with {secs:.1} s of audio"));
+        let session_id = mapped.info["sessionId"].as_str().unwrap_or_default().to_string();
+        produce(spool, &target, mapped, finishing.format).map_err(|e| RecoverError::Produce(e.to_string()))?;
+        tracing::info!(recording = %target, %session_id, duration_s = format!("{secs:.1}"), "interrupted recording recovered and queued");
+        target
+    } else if active.join(INFO_FILE).exists() && audio_in(&active).is_some() {
+        // Rendered and described before the stop, not yet moved: finish the move.
+        let info = std::fs::read(active.join(INFO_FILE)).map_err(io_err("read", &active.join(INFO_FILE)))?;
+        let target = free_name(spool, name)?;
+        spool.finish(&target, &info)?;
+        tracing::info!(recording = %target, "recording finalized before the stop queued");
+        target
+    } else {
+        return Err(RecoverError::Unusable(format!("no {CAPTURE_FILE} in {}", active.display())));
+    };
     Ok(target)
 }
 
@@ -301,56 +225,37 @@ fn free_name(spool: &Spool, name: &str) -> Result<String, RecoverError> {
     Ok(fresh)
 }
 
-/// The `info` of a recovered recording (pure). `wav_modified` is when the audio was last
-/// written: without `call.json` the start is estimated from it.
+/// The `info` and layout of a recovered recording (pure). `wav_modified` is when the audio was
+/// last written: without `call.json` the start is estimated from it.
 fn recovered_info(
     name: &str,
     record: Option<&CallRecord>,
     shape: &WavShape,
     wav_modified: SystemTime,
-    limits: &OfferLimits,
-) -> Value {
+    finishing: &Finishing,
+) -> Mapped {
     let duration = shape.duration();
     let mut notes = vec![INTERRUPTED_NOTE.to_string()];
-    let mut metadata = MetadataOutcome::Absent;
-    let mut channels: Vec<ChannelSummary> = Vec::new();
-    let (session_id, start, sip_headers) = match record {
+    let mut streams: Vec<ChannelSummary> = Vec::new();
+    let fallback;
+    let (record, changes) = match record {
         Some(r) => {
-            match siprec::parse_offer(r.offer_content_type.as_deref(), r.offer_body.as_bytes(), limits) {
-                Ok(offer) => {
-                    metadata = offer.metadata;
-                    for u in &r.updates {
-                        let (content_type, body) = (&u.content_type, &u.body);
-                        // As during the call: a parsed update replaces the metadata, a broken
-                        // one is noted and the last good one kept.
-                        match siprec::metadata_update(content_type.as_deref(), body.as_bytes(), limits) {
-                            MetadataOutcome::Absent => {}
-                            md @ MetadataOutcome::Parsed(_) => metadata = md,
-                            MetadataOutcome::Invalid { error, .. } => {
-                                notes.push(format!("metadata update ignored: {error}"));
-                            }
-                        }
+            match siprec::parse_offer(r.offer_content_type.as_deref(), r.offer_body.as_bytes(), &finishing.limits) {
+                // The offer was accepted when the call started, whatever the limit now.
+                Ok(offer) => match session::plan_streams(&offer.sdp, usize::MAX) {
+                    Ok(plans) if plans.len() == usize::from(shape.channels) => {
+                        streams = plans.iter().map(|p| p.summary(Default::default())).collect();
                     }
-                    // The offer was accepted when the call started, whatever the limit now.
-                    match session::plan_streams(&offer.sdp, usize::MAX) {
-                        Ok(plans) if plans.len() == usize::from(shape.channels) => {
-                            channels = plans
-                                .iter()
-                                .map(|p| ChannelSummary { label: p.label.clone(), codec: p.codec_name(), stats: Default::default() })
-                                .collect();
-                        }
-                        Ok(plans) => notes.push(format!(
-                            "the offer plans {} channels but the audio has {}: channels are unlabelled",
-                            plans.len(),
-                            shape.channels
-                        )),
-                        Err(r) => notes.push(format!("the offer in call.json plans no channel ({}): channels are unlabelled", r.detail)),
-                    }
-                }
+                    Ok(plans) => notes.push(format!(
+                        "the offer plans {} channels but the audio has {}: channels are unlabelled",
+                        plans.len(),
+                        shape.channels
+                    )),
+                    Err(r) => notes.push(format!("the offer in call.json plans no channel ({}): channels are unlabelled", r.detail)),
+                },
                 Err(e) => notes.push(format!("the offer in call.json could not be parsed again ({e}): channels are unlabelled")),
             }
-            let start = SystemTime::UNIX_EPOCH + Duration::from_millis(r.start_unix_ms);
-            (r.session_id.clone(), start, r.sip_headers.clone())
+            (r, r.metadata_changes(&finishing.limits))
         }
         None => {
             notes.push(
@@ -358,35 +263,47 @@ fn recovered_info(
                  is estimated from when the audio was last written, and the call's metadata and SIP headers are unknown"
                     .to_string(),
             );
-            (name.to_string(), wav_modified.checked_sub(duration).unwrap_or(wav_modified), Vec::new())
+            let start = wav_modified.checked_sub(duration).unwrap_or(wav_modified);
+            fallback = CallRecord {
+                session_id: name.to_string(),
+                start_unix_ms: start.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                offer_content_type: None,
+                offer_body: String::new(),
+                updates: Vec::new(),
+                sip_headers: Vec::new(),
+                request_uri: None,
+                invite_headers: Vec::new(),
+            };
+            (&fallback, vec![mapping::MetadataChange { at_ms: 0, via: "INVITE", outcome: MetadataOutcome::Absent }])
         }
     };
-    if channels.is_empty() {
-        channels = (0..shape.channels)
-            .map(|_| ChannelSummary { label: None, codec: "unknown", stats: Default::default() })
+    if streams.is_empty() {
+        streams = (0..shape.channels)
+            .map(|_| ChannelSummary { label: None, codec: "unknown", stats: Default::default(), active: true })
             .collect();
     }
     notes.push(STATS_NOTE.to_string());
-    let mut info = mapping::build_info(&CallSummary {
-        session_id: &session_id,
+    let start = SystemTime::UNIX_EPOCH + Duration::from_millis(record.start_unix_ms);
+    let ctx = session::SummaryContext {
         t0: clock::now(),
         start,
         end: start + duration,
-        channels: &channels,
-        metadata: &metadata,
-        sip_headers: &sip_headers,
+        layout: finishing.layout,
+        rules: &finishing.rules,
+        audio_format: finishing.format.kind().format_name,
         end_reason: EndReason::Interrupted.as_str(),
         notes: &notes,
-    });
+    };
+    let mut mapped = mapping::build_info(&record.summary(&changes, &streams, ctx));
     // build_info reports zeros for statistics it was not given; here they are unknown.
-    if let Some(Value::Array(streams)) = info.pointer_mut("/metaData/gateway/streams") {
+    if let Some(Value::Array(streams)) = mapped.info.pointer_mut("/metaData/gateway/streams") {
         for stream in streams.iter_mut().filter_map(Value::as_object_mut) {
-            for key in ["packets", "lost", "late", "reanchors", "foreign", "silent"] {
+            for key in ["packets", "lost", "late", "duplicates", "reanchors", "driftInserted", "driftDropped", "foreign", "silent"] {
                 stream.remove(key);
             }
         }
     }
-    info
+    mapped
 }
 
 #[cfg(test)]
@@ -417,7 +334,7 @@ mod tests {
         let mut stale = WavWriter::new(Cursor::new(Vec::new()), channels, 8000).unwrap();
         stale.write_interleaved(&vec![0; checkpointed * usize::from(channels)]).unwrap();
         let stale = stale.finish().unwrap().into_inner();
-        let header_len = if channels > 2 { 68 } else { 44 };
+        let header_len = stale.len() - checkpointed * usize::from(channels) * 2;
         bytes[..header_len].copy_from_slice(&stale[..header_len]);
         bytes.extend(std::iter::repeat_n(0x55, partial));
         bytes
@@ -439,7 +356,7 @@ mod tests {
     #[test]
     fn stereo_header_is_repaired_to_the_frames_on_disk() {
         let (shape, bytes) = repaired(crashed_wav(2, 100, 60, 0));
-        assert_eq!((shape.channels, shape.header_len, shape.frames), (2, 44, 160));
+        assert_eq!((shape.channels, shape.header_len, shape.frames), (2, 80, 160));
         let (spec, s) = samples(&bytes);
         assert_eq!(spec.channels, 2);
         assert_eq!(s.len(), 320);
@@ -449,7 +366,7 @@ mod tests {
     #[test]
     fn three_channel_extensible_header_is_repaired() {
         let (shape, bytes) = repaired(crashed_wav(3, 8, 4, 0));
-        assert_eq!((shape.channels, shape.header_len, shape.frames), (3, 68, 12));
+        assert_eq!((shape.channels, shape.header_len, shape.frames), (3, 104, 12));
         let (spec, s) = samples(&bytes);
         assert_eq!(spec.channels, 3);
         assert_eq!(&s[33..], &[110, 111, 112]);
@@ -460,7 +377,7 @@ mod tests {
         for partial in [1, 3, 5] {
             let (shape, bytes) = repaired(crashed_wav(3, 10, 2, partial));
             assert_eq!(shape.frames, 12);
-            assert_eq!(bytes.len(), 68 + 12 * 6, "{partial} stray bytes");
+            assert_eq!(bytes.len(), 104 + 12 * 6, "{partial} stray bytes");
             assert_eq!(samples(&bytes).1.len(), 36);
         }
     }
@@ -468,7 +385,7 @@ mod tests {
     #[test]
     fn a_header_only_file_is_an_empty_recording() {
         let (shape, bytes) = repaired(crashed_wav(2, 0, 0, 0));
-        assert_eq!((shape.frames, bytes.len()), (0, 44));
+        assert_eq!((shape.frames, bytes.len()), (0, 80));
         assert!(samples(&bytes).1.is_empty());
     }
 
@@ -516,7 +433,14 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
                 body: "<other xmlns=\"urn:x\"/>".into(),
             }],
             sip_headers: vec![("X-Ucid".into(), "u-1".into())],
+            request_uri: Some("sip:srs@192.0.2.10".into()),
+            invite_headers: vec![("X-Ucid".into(), "u-1".into())],
         }
+    }
+
+    /// Recovery writing the capture as it is (one channel per stream, WAV).
+    fn per_stream() -> Finishing {
+        Finishing { layout: mapping::LayoutKind::PerStream, ..Finishing::default() }
     }
 
     /// A spool with `active/<name>/` holding a crashed two-channel WAV (1.5 s described by
@@ -539,7 +463,7 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
     #[test]
     fn interrupted_call_is_finalized_from_call_json() {
         let (_tmp, spool) = spool_with_crash("rs-1_sbc", Some(&record()));
-        let report = recover(&spool, &OfferLimits::default());
+        let report = recover(&spool, &per_stream());
         assert_eq!(report.recovered, ["rs-1_sbc"]);
         assert!(spool.names_in("active").unwrap().is_empty());
         let info = pending_info(&spool, "rs-1_sbc");
@@ -550,12 +474,14 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
         let gw = &info["metaData"]["gateway"];
         assert_eq!(gw["endReason"], "interrupted");
         assert_eq!(info["metaData"]["sipHeaders"]["X-Ucid"], "u-1");
-        assert_eq!(gw["streams"][1], serde_json::json!({"channel": 1, "label": "2", "codec": "PCMA"}));
+        assert_eq!(gw["streams"][1], serde_json::json!({"stream": 1, "channels": [1], "label": "2", "codec": "PCMA"}));
         let notes: Vec<&str> = gw["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
         assert_eq!(notes[0], INTERRUPTED_NOTE);
-        assert!(notes[1].starts_with("metadata update ignored"), "{notes:?}");
-        assert!(notes[2].contains("statistics") && notes[2].contains("unknown"), "{notes:?}");
-        let wav = read_all(&spool.pending_dir("rs-1_sbc").join(AUDIO_FILE));
+        assert!(notes[1].contains("statistics") && notes[1].contains("unknown"), "{notes:?}");
+        let history = &info["metaData"]["metadataHistory"];
+        assert_eq!((history[1]["via"].as_str(), history[1]["metadata"].as_str()), (Some("UPDATE"), Some("invalid")), "{history}");
+        assert_eq!(history[1]["atMs"], 2000, "kept within the call");
+        let wav = read_all(&spool.pending_dir("rs-1_sbc").join(crate::delivery::AUDIO_FILE));
         assert_eq!(samples(&wav).1.len(), 32000);
         let journal = fs::read_to_string(spool.root().join("journal.log")).unwrap();
         let events: Vec<&str> = journal.lines().map(|l| l.split(' ').nth(2).unwrap()).collect();
@@ -569,7 +495,7 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
         let file = File::options().write(true).open(spool.active_dir("lost-call").join(CAPTURE_FILE)).unwrap();
         file.set_modified(written).unwrap();
         drop(file);
-        assert_eq!(recover(&spool, &OfferLimits::default()).recovered, ["lost-call"]);
+        assert_eq!(recover(&spool, &per_stream()).recovered, ["lost-call"]);
         let info = pending_info(&spool, "lost-call");
         assert_eq!(info["sessionId"], "lost-call");
         assert_eq!(info["startTime"], "2025-11-24T16:00:08.000Z", "last write minus 2 s of audio");
@@ -586,13 +512,13 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
         // A first recovery that stopped after writing info.json, before the move.
         let shape = repair_wav(&spool.active_dir("again").join(CAPTURE_FILE)).unwrap();
         fs::write(spool.active_dir("again").join(INFO_FILE), b"{\"partial\"").unwrap();
-        let first = recover(&spool, &OfferLimits::default());
-        let second = recover(&spool, &OfferLimits::default());
+        let first = recover(&spool, &per_stream());
+        let second = recover(&spool, &per_stream());
         assert_eq!(first.recovered, ["again"]);
         assert_eq!(second, RecoveryReport::default());
         assert_eq!(spool.pending().unwrap(), ["again"]);
         assert_eq!(pending_info(&spool, "again")["sessionId"], "rs-1@sbc");
-        let wav = read_all(&spool.pending_dir("again").join(AUDIO_FILE));
+        let wav = read_all(&spool.pending_dir("again").join(crate::delivery::AUDIO_FILE));
         assert_eq!(samples(&wav).1.len() as u64, shape.frames * 2);
     }
 
@@ -600,8 +526,8 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
     fn a_name_taken_in_pending_is_recovered_under_another() {
         let (_tmp, spool) = spool_with_crash("dup", Some(&record()));
         fs::create_dir(spool.pending_dir("dup")).unwrap();
-        assert_eq!(recover(&spool, &OfferLimits::default()).recovered, ["dup-recovered"]);
-        assert!(spool.pending_dir("dup-recovered").join(AUDIO_FILE).is_file());
+        assert_eq!(recover(&spool, &per_stream()).recovered, ["dup-recovered"]);
+        assert!(spool.pending_dir("dup-recovered").join(crate::delivery::AUDIO_FILE).is_file());
     }
 
     #[test]
@@ -611,14 +537,14 @@ Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-sess
         fs::create_dir(spool.active_dir("no-audio")).unwrap();
         fs::write(spool.active_dir("no-audio").join(CALL_FILE), serde_json::to_vec(&record()).unwrap()).unwrap();
         fs::create_dir(spool.active_dir("short")).unwrap();
-        fs::write(spool.active_dir("short").join(AUDIO_FILE), b"RIFF").unwrap();
-        let report = recover(&spool, &OfferLimits::default());
+        fs::write(spool.active_dir("short").join(CAPTURE_FILE), b"RIFF").unwrap();
+        let report = recover(&spool, &per_stream());
         assert_eq!(report.failed, ["no-audio", "short"]);
         for name in ["no-audio", "short"] {
             let error: Value = serde_json::from_slice(&fs::read(spool.failed_dir(name).join(ERROR_FILE)).unwrap()).unwrap();
             assert!(error["error"].as_str().unwrap().contains("no usable audio"), "{error}");
         }
-        assert_eq!(fs::read(spool.failed_dir("short").join(AUDIO_FILE)).unwrap(), b"RIFF", "audio is never deleted");
+        assert_eq!(fs::read(spool.failed_dir("short").join(CAPTURE_FILE)).unwrap(), b"RIFF", "audio is never deleted");
         assert!(spool.pending().unwrap().is_empty());
     }
 }

@@ -25,32 +25,21 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::journal::JournalEvent;
+use crate::media::render::AudioKind;
 
 /// The delivered audio file inside a recording's directory when the format is WAV.
 pub const AUDIO_FILE: &str = "audio.wav";
 /// What the recorder writes during the call: one channel per recorded stream, PCM WAV.
 pub const CAPTURE_FILE: &str = "capture.wav";
 
-/// A delivered audio file: its name in the recording's directory, Tethr's `audio.format` for it
-/// and the `data` part's Content-Type (which must agree).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AudioKind {
-    pub file: &'static str,
-    pub extension: &'static str,
-    pub format: &'static str,
-    pub content_type: &'static str,
-}
-
-/// Every delivered audio kind, in the order a directory is searched.
-pub const AUDIO_KINDS: [AudioKind; 3] = [
-    AudioKind { file: AUDIO_FILE, extension: "wav", format: "wav", content_type: "audio/wav" },
-    AudioKind { file: "audio.mp3", extension: "mp3", format: "mp3", content_type: "audio/mp3" },
-    AudioKind { file: "audio.opus", extension: "opus", format: "opus", content_type: "audio/ogg" },
-];
+/// Every delivered audio file a recording's directory may hold (the renderer writes
+/// `audio.<extension>`), in the order a directory is searched.
+pub const AUDIO_KINDS: [(&str, AudioKind); 3] =
+    [(AUDIO_FILE, AudioKind::WAV), ("audio.mp3", AudioKind::MP3), ("audio.opus", AudioKind::OGG_OPUS)];
 
 /// The delivered audio in a recording's directory, if there is one.
 pub fn audio_in(dir: &Path) -> Option<(PathBuf, AudioKind)> {
-    AUDIO_KINDS.iter().map(|k| (dir.join(k.file), *k)).find(|(p, _)| p.is_file())
+    AUDIO_KINDS.iter().map(|(file, kind)| (dir.join(file), *kind)).find(|(p, _)| p.is_file())
 }
 /// The Tethr `info` JSON inside a recording's directory.
 pub const INFO_FILE: &str = "info.json";

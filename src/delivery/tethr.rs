@@ -612,7 +612,7 @@ impl TethrClient {
             Err(e) => return Attempt::local_trouble(&info_path, e),
         };
         // The rendered audio's kind names the `data` part's type, which `info.audio.format` matches.
-        let (audio_path, kind) = audio_in(dir).unwrap_or_else(|| (dir.join(AUDIO_FILE), AUDIO_KINDS[0]));
+        let (audio_path, kind) = audio_in(dir).unwrap_or_else(|| (dir.join(AUDIO_FILE), AUDIO_KINDS[0].1));
         let (audio, len) = match open_with_len(&audio_path).await {
             Ok(opened) => opened,
             Err(e) => return Attempt::local_trouble(&audio_path, e),

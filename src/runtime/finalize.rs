@@ -10,8 +10,8 @@ use tracing::{error, info, warn};
 
 use crate::clock::Epoch;
 use crate::delivery::{self, DeliveryHandle, Spool};
-use crate::mapping::{self, CallSummary, ChannelSummary};
-use crate::session::{EndReason, Session};
+use crate::mapping::{self, ChannelSummary};
+use crate::session::{EndReason, Session, SummaryContext};
 use crate::siprec::MetadataOutcome;
 
 use super::media::{self, CallResult};
@@ -26,19 +26,13 @@ pub(super) struct Job {
     pub epoch: Epoch,
     pub spool: Arc<Spool>,
     pub delivery: DeliveryHandle,
+    /// Layout, format and mapping rules.
+    pub finishing: Arc<delivery::Finishing>,
 }
 
 /// Finalizes the call once the media thread reports on `done`.
 pub(super) async fn run(job: Job, done: oneshot::Receiver<CallResult>) {
-    let Job {
-        session: mut s,
-        reason,
-        end,
-        times,
-        epoch,
-        spool,
-        delivery,
-    } = job;
+    let Job { session: mut s, reason, end, times, epoch, spool, delivery, finishing } = job;
     let mut result = match done.await {
         Ok(r) => r,
         Err(_) => {
@@ -57,52 +51,37 @@ pub(super) async fn run(job: Job, done: oneshot::Receiver<CallResult>) {
         error!(error = %e, "recording incomplete");
         s.notes.push(format!("recording incomplete: {e}"));
     }
-    let channels: Vec<ChannelSummary> = s
+    let streams: Vec<ChannelSummary> = s
         .plans
         .iter()
-        .zip(
-            result
-                .stats
-                .iter()
-                .chain(std::iter::repeat(&Default::default())),
-        )
-        .map(|(p, st)| ChannelSummary {
-            label: p.label.clone(),
-            codec: p.codec_name(),
-            stats: *st,
-        })
+        .zip(result.stats.iter().chain(std::iter::repeat(&Default::default())))
+        .map(|(p, st)| p.summary(*st))
         .collect();
-    for (c, ch) in channels.iter().enumerate() {
+    for (c, ch) in streams.iter().enumerate() {
         if ch.stats.packets == 0 {
-            warn!(channel = c, label = ?ch.label, "no RTP arrived on this stream: its channel is silent");
+            warn!(stream = c, label = ?ch.label, "no RTP arrived on this stream: its channel is silent");
         }
     }
-    ops::count_recording(&channels, result.frames);
-    let audit = audit_record(&s, &channels, epoch, times, reason, result.frames).to_json();
-    let info = mapping::build_info(&CallSummary {
-        session_id: &s.session_id,
+    ops::count_recording(&streams, result.frames);
+    let audit = audit_record(&s, &streams, epoch, times, reason, result.frames).to_json();
+    let changes = s.record.metadata_changes(&finishing.limits);
+    let ctx = SummaryContext {
         t0: s.t0,
         start: epoch.wall_of(s.t0),
         end: epoch.wall_of(end.max(s.t0)),
-        channels: &channels,
-        metadata: &s.metadata,
-        sip_headers: &s.sip_headers,
+        layout: finishing.layout,
+        rules: &finishing.rules,
+        audio_format: finishing.format.kind().format_name,
         end_reason: reason.as_str(),
         notes: &s.notes,
-    });
-    let bytes = match serde_json::to_vec_pretty(&info) {
-        Ok(b) => b,
-        Err(e) => {
-            error!(error = %e, "cannot serialize info");
-            return;
-        }
     };
+    let mapped = mapping::build_info(&s.record.summary(&changes, &streams, ctx));
     let name = s.name.clone();
+    let format = finishing.format;
     let finished = tokio::task::spawn_blocking(move || {
         // Before the move to pending/, so the record travels with the recording.
         let audit = spool.write_active(&name, delivery::audit::AUDIT_FILE, &audit);
-        let finished = spool.adopt_capture(&name).and_then(|()| spool.finish(&name, &bytes));
-        (audit, finished)
+        (audit, delivery::produce(&spool, &name, mapped, format))
     })
     .await;
     let finished = finished.map(|(audit, finished)| {

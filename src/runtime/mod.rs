@@ -132,8 +132,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: impl Fu
 
     let spool = Spool::open(&config.spool.dir)?;
     // Recordings a stopped gateway left in active/ go to pending/ before the worker scans it.
-    let (recovering, limits) = (spool.clone(), OfferLimits { max_metadata_bytes: config.metadata.max_size });
-    let _ = tokio::task::spawn_blocking(move || delivery::recover(&recovering, &limits)).await;
+    let finishing = Arc::new(delivery::Finishing::from_config(&config));
+    let (recovering, recover_with) = (spool.clone(), finishing.clone());
+    let _ = tokio::task::spawn_blocking(move || delivery::recover(&recovering, &recover_with)).await;
     let sink = match &config.tethr {
         Some(t) => {
             info!(url = %t.url, "delivering recordings to Tethr");
@@ -195,6 +196,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: impl Fu
         media,
         spool: Arc::new(spool),
         delivery,
+        finishing,
         finalizing: JoinSet::new(),
         draining: false,
         finished: 0,
@@ -254,6 +256,8 @@ struct Signalling {
     media: MediaHandle,
     spool: Arc<Spool>,
     delivery: DeliveryHandle,
+    /// Layout, format and mapping rules for finishing recordings.
+    finishing: Arc<delivery::Finishing>,
     finalizing: JoinSet<()>,
     draining: bool,
     /// Recordings finalized into pending/ by this run (counted when their finalize task starts).
@@ -541,8 +545,20 @@ impl Signalling {
         let ports: Vec<u16> = sockets.iter().map(|s| s.0).collect();
         let name = self.unique_name(&call_id);
         span.record("session", name.as_str());
-        let labels: Vec<Option<String>> = plans.iter().map(|p| p.label.clone()).collect();
-        let skipped = self.settings_say_skip(&offer.metadata, &labels);
+        let sip_headers = session::carried_headers(request, &self.config.metadata.carry_headers);
+        let mut record = session::CallRecord {
+            session_id: call_id.clone(),
+            // Set once the 200 OK is sent.
+            start_unix_ms: 0,
+            offer_content_type: request.header("Content-Type").map(str::to_string),
+            // SDES keys stay out of the spool: recovery does not need them.
+            offer_body: crate::media::srtp::redact_inline_keys(&String::from_utf8_lossy(&request.body)).into_owned(),
+            updates: Vec::new(),
+            sip_headers: sip_headers.clone(),
+            request_uri: request.request_uri().map(str::to_string),
+            invite_headers: request.headers.clone(),
+        };
+        let skipped = self.settings_say_skip(&record, &plans);
         let path = self.spool.active_dir(&name).join(delivery::CAPTURE_FILE);
         let file = match &skipped {
             // Answered like any call, but no audio is stored.
@@ -609,20 +625,7 @@ impl Signalling {
             streams,
         })));
         let labels: Vec<&str> = plans.iter().map(|p| p.label.as_deref().unwrap_or("-")).collect();
-        let start_unix_ms = self
-            .epoch
-            .wall_of(t0)
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let sip_headers = session::carried_headers(request, &self.config.metadata.carry_headers);
-        let record = session::CallRecord {
-            session_id: call_id.clone(),
-            start_unix_ms,
-            offer_content_type: request.header("Content-Type").map(str::to_string),
-            offer_body: String::from_utf8_lossy(&request.body).into_owned(),
-            updates: Vec::new(),
-            sip_headers: sip_headers.clone(),
-        };
+        record.start_unix_ms = self.epoch.wall_of(t0).duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         match &skipped {
             None => {
                 info!(session = %name, streams = plans.len(), labels = ?labels, ports = ?ports, remote = %peer.remote, "recording started");
@@ -683,7 +686,7 @@ impl Signalling {
             via: via.to_string(),
             at_ms: now.saturating_duration_since(s.t0).as_millis() as u64,
             content_type: request.header("Content-Type").map(str::to_string),
-            body: String::from_utf8_lossy(&request.body).into_owned(),
+            body: crate::media::srtp::redact_inline_keys(&String::from_utf8_lossy(&request.body)).into_owned(),
         });
         s.update_metadata(md);
         let (name, record) = (s.name.clone(), s.record.clone());
@@ -692,8 +695,24 @@ impl Signalling {
 
     /// With `tethr.honour_recording_settings`, whether Tethr's recording settings exclude the
     /// call whose agent the metadata names (`Some(reason)`). An unknown agent is recorded.
-    fn settings_say_skip(&self, metadata: &MetadataOutcome, labels: &[Option<String>]) -> Option<String> {
-        let candidates = mapping::agent_identifiers(metadata, labels);
+    fn settings_say_skip(&self, record: &session::CallRecord, plans: &[session::StreamPlan]) -> Option<String> {
+        if !self.config.tethr.as_ref().is_some_and(|t| t.honour_recording_settings) {
+            return None;
+        }
+        let changes = record.metadata_changes(&self.finishing.limits);
+        let streams: Vec<_> = plans.iter().map(|p| p.summary(Default::default())).collect();
+        let at = std::time::SystemTime::UNIX_EPOCH;
+        let ctx = session::SummaryContext {
+            t0: clock::now(),
+            start: at,
+            end: at,
+            layout: self.finishing.layout,
+            rules: &self.finishing.rules,
+            audio_format: "wav",
+            end_reason: "",
+            notes: &[],
+        };
+        let candidates = mapping::agent_identifiers(&record.summary(&changes, &streams, ctx));
         if candidates.is_empty() {
             return None;
         }
@@ -813,10 +832,9 @@ impl Signalling {
             self.ports.release(*p);
         }
         // Metadata updates may have named the agent since the INVITE: decide again.
-        let labels: Vec<Option<String>> = live.session.plans.iter().map(|p| p.label.clone()).collect();
         let excluded_late = live.session.skipped.is_none();
         if excluded_late {
-            live.session.skipped = self.settings_say_skip(&live.session.metadata, &labels);
+            live.session.skipped = self.settings_say_skip(&live.session.record, &live.session.plans);
         }
         ops::count_call_ended(reason.as_str(), live.session.skipped.is_none());
         let (done_tx, done_rx) = oneshot::channel();
@@ -844,6 +862,7 @@ impl Signalling {
             epoch: self.epoch,
             spool: self.spool.clone(),
             delivery: self.delivery.clone(),
+            finishing: self.finishing.clone(),
         };
         self.finalizing.spawn(finalize::run(job, done_rx).instrument(live.span));
     }

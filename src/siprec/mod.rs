@@ -42,7 +42,7 @@ pub enum MetadataOutcome {
     /// The body had no metadata part.
     Absent,
     /// The metadata parsed.
-    Parsed(metadata::Metadata),
+    Parsed(Box<metadata::Metadata>),
     /// The metadata part was there but could not be read.
     Invalid {
         /// Why it could not be read.
@@ -128,7 +128,7 @@ pub fn metadata_update(content_type: Option<&str>, body: &[u8], limits: &OfferLi
                 };
             }
             match metadata::parse_metadata(body) {
-                Ok(m) => MetadataOutcome::Parsed(m),
+                Ok(m) => MetadataOutcome::Parsed(Box::new(m)),
                 Err(e) => MetadataOutcome::Invalid {
                     error: e.to_string(),
                     raw: String::from_utf8_lossy(body).into(),
@@ -177,7 +177,7 @@ fn parse_parts(parts: &[multipart::Part<'_>], limits: &OfferLimits) -> Result<Of
     let metadata = match metadata_part {
         None => MetadataOutcome::Absent,
         Some(part) => match metadata::parse_metadata(part.body) {
-            Ok(md) => MetadataOutcome::Parsed(md),
+            Ok(md) => MetadataOutcome::Parsed(Box::new(md)),
             Err(e) => {
                 debug!(error = %e, "metadata part could not be read");
                 MetadataOutcome::Invalid {

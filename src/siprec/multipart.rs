@@ -285,6 +285,23 @@ mod tests {
     }
 
     #[test]
+    fn per_part_content_length_shorter_than_the_part_is_ignored() {
+        let body = "--z\r\nContent-Type:application/rs-metadata+xml\r\nContent-Length:5\r\n\r\n<recording/>\r\n--z--\r\n";
+        let parts = split("multipart/mixed;boundary=z", body.as_bytes()).unwrap();
+        assert_eq!(parts[0].body, b"<recording/>");
+    }
+
+    #[test]
+    fn missing_close_delimiter_without_final_line_break_keeps_last_part() {
+        let body = format!(
+            "--s\r\nContent-Type: application/sdp\r\n\r\n{SDP}\r\n--s\r\nContent-Type: application/rs-metadata+xml\r\n\r\n{XML}"
+        );
+        let parts = split("multipart/mixed;boundary=s", body.as_bytes()).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].body, XML.as_bytes());
+    }
+
+    #[test]
     fn last_part_cut_inside_headers_is_truncated() {
         let body = format!(
             "--m\r\nContent-Type: application/sdp\r\n\r\n{SDP}\r\n--m\r\nContent-Type: appl"

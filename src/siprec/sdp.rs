@@ -8,8 +8,11 @@
 //! non-numeric session versions, odd `b=` types) that validating them would only turn
 //! recordable calls into 488s.
 //!
-//! It does not negotiate anything beyond choosing one G.711 codec and telephone-event per
-//! audio stream, and it does not support SRTP (`a=crypto`) yet.
+//! Per audio stream it chooses the one codec we record (the best we decode: Opus when built
+//! with the `opus` feature, then G.722, L16, G.711) and accepts RFC 4733 telephone-event and
+//! RFC 3389 comfort noise at that codec's clock rate, so the SRC neither falls back to in-band
+//! DTMF nor stops sending without saying so. It does not negotiate anything else (no `a=fmtp`
+//! parameters are read, no `a=ptime`), and it does not support SRTP (`a=crypto`) yet.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -100,35 +103,126 @@ pub enum AudioCodec {
     Pcmu,
     /// G.711 A-law.
     Pcma,
+    /// G.722 at 64 kbit/s: 16 kHz audio on an 8000 Hz RTP clock (RFC 3551 §4.5.2).
+    G722,
+    /// Linear 16-bit big-endian PCM (RFC 3551 §4.5.11); stereo is down-mixed when decoded.
+    L16 {
+        /// Sample rate, which is also the RTP clock rate.
+        rate: u32,
+        /// 1 or 2.
+        channels: u8,
+    },
+    /// Opus (RFC 7587), decoded at 48 kHz; only chosen when built with the `opus` feature.
+    Opus,
 }
 
-impl AudioCodec {
-    /// RFC 3551 §6 static payload type.
-    fn static_payload_type(self) -> u8 {
-        match self {
-            Self::Pcmu => 0,
-            Self::Pcma => 8,
-        }
-    }
+/// L16 sample rates we accept (the resampler handles each against any other of them).
+const L16_RATES: [u32; 7] = [8000, 16000, 22050, 24000, 32000, 44100, 48000];
 
-    /// Encoding name for `a=rtpmap`.
-    fn encoding_name(self) -> &'static str {
+/// The clock rate of G.711, G.722's RTP clock, and static comfort noise (PT 13).
+const NARROWBAND_CLOCK: u32 = 8000;
+
+/// The codecs this build decodes, best first, for messages.
+pub const DECODED_CODECS: &str = if cfg!(feature = "opus") {
+    "Opus, G722, L16, PCMU, PCMA"
+} else {
+    "G722, L16, PCMU, PCMA"
+};
+
+impl AudioCodec {
+    /// Encoding name as written in `a=rtpmap`.
+    pub fn encoding_name(self) -> &'static str {
         match self {
             Self::Pcmu => "PCMU",
             Self::Pcma => "PCMA",
+            Self::G722 => "G722",
+            Self::L16 { .. } => "L16",
+            // RFC 7587 §7: the name is lower case by convention.
+            Self::Opus => "opus",
         }
     }
 
-    fn from_static_payload_type(pt: u8) -> Option<Self> {
-        [Self::Pcmu, Self::Pcma]
-            .into_iter()
-            .find(|c| c.static_payload_type() == pt)
+    /// The RTP timestamp rate (RFC 3551 §4.5.2: 8000 for G.722 although it samples at 16 kHz;
+    /// RFC 7587 §4.1: always 48000 for Opus).
+    pub fn rtp_clock_rate(self) -> u32 {
+        match self {
+            Self::Pcmu | Self::Pcma | Self::G722 => NARROWBAND_CLOCK,
+            Self::L16 { rate, .. } => rate,
+            Self::Opus => 48000,
+        }
     }
 
-    fn from_encoding_name(name: &str) -> Option<Self> {
-        [Self::Pcmu, Self::Pcma]
-            .into_iter()
-            .find(|c| c.encoding_name().eq_ignore_ascii_case(name))
+    /// The sample rate of the decoded audio.
+    pub fn audio_rate(self) -> u32 {
+        match self {
+            Self::G722 => 16000,
+            other => other.rtp_clock_rate(),
+        }
+    }
+
+    /// The channel count written in `a=rtpmap`, when it is not the default of 1 (RFC 7587 §7:
+    /// Opus is always `/2`, whatever the sender sends).
+    fn rtpmap_channels(self) -> Option<u8> {
+        match self {
+            Self::L16 { channels: 2, .. } | Self::Opus => Some(2),
+            _ => None,
+        }
+    }
+
+    /// How much we want this codec: the best-sounding that we decode wins.
+    fn preference(self) -> u8 {
+        match self {
+            Self::Opus => 4,
+            Self::G722 => 3,
+            Self::L16 { .. } => 2,
+            Self::Pcmu | Self::Pcma => 1,
+        }
+    }
+
+    /// RFC 3551 §6 static payload types of the codecs we decode.
+    fn from_static_payload_type(pt: u8) -> Option<Self> {
+        match pt {
+            0 => Some(Self::Pcmu),
+            8 => Some(Self::Pcma),
+            9 => Some(Self::G722),
+            10 => Some(Self::L16 {
+                rate: 44100,
+                channels: 2,
+            }),
+            11 => Some(Self::L16 {
+                rate: 44100,
+                channels: 1,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The codec an `a=rtpmap` names, if we decode it at that rate and channel count.
+    fn from_rtpmap(map: &RtpMap) -> Option<Self> {
+        let name = map.encoding.as_str();
+        let mono = map.channels.is_none_or(|c| c == 1);
+        let narrowband = map.clock_rate == NARROWBAND_CLOCK && mono;
+        if name.eq_ignore_ascii_case("PCMU") && narrowband {
+            Some(Self::Pcmu)
+        } else if name.eq_ignore_ascii_case("PCMA") && narrowband {
+            Some(Self::Pcma)
+        } else if name.eq_ignore_ascii_case("G722") && narrowband {
+            Some(Self::G722)
+        } else if name.eq_ignore_ascii_case("L16") && L16_RATES.contains(&map.clock_rate) {
+            let channels = map.channels.unwrap_or(1);
+            (channels == 1 || channels == 2).then_some(Self::L16 {
+                rate: map.clock_rate,
+                channels,
+            })
+        } else if name.eq_ignore_ascii_case("opus")
+            && map.clock_rate == 48000
+            && cfg!(feature = "opus")
+        {
+            // RFC 7587 §7 requires `/2`; a missing or `/1` count is tolerated.
+            map.channels.is_none_or(|c| c <= 2).then_some(Self::Opus)
+        } else {
+            None
+        }
     }
 }
 
@@ -139,12 +233,11 @@ pub struct ChosenCodec {
     pub payload_type: u8,
     /// The codec.
     pub codec: AudioCodec,
-    /// Payload type of RFC 4733 telephone-event at 8000 Hz, if offered.
+    /// Payload type of RFC 4733 telephone-event at the codec's clock rate, if offered.
     pub telephone_event: Option<u8>,
+    /// Payload type of RFC 3389 comfort noise at the codec's clock rate, if offered.
+    pub comfort_noise: Option<u8>,
 }
-
-/// G.711 and RFC 4733 telephone-event at narrowband rate.
-const NARROWBAND_CLOCK: u32 = 8000;
 
 impl MediaDescription {
     /// The connection address for this stream: media-level `c=`, else session-level.
@@ -152,26 +245,40 @@ impl MediaDescription {
         self.connection.or(session.connection)
     }
 
-    /// First format in the offer's order that we decode (static PT 0/8 without rtpmap count;
-    /// dynamic PTs by rtpmap name, case-insensitive, clock 8000), plus the telephone-event PT
-    /// (8000 Hz) if offered. None for non-audio or nothing decodable.
+    /// The best codec offered that we decode (see [`AudioCodec`]; among equals, the first in
+    /// offer order; static payload types count without an rtpmap), plus telephone-event and
+    /// comfort noise at its clock rate if offered (RFC 4733 §2.1: the same clock as the audio).
+    /// None for non-audio or nothing decodable.
     pub fn choose_codec(&self) -> Option<ChosenCodec> {
         if !self.media.eq_ignore_ascii_case("audio") {
             return None;
         }
         let (payload_type, codec) = self
             .payload_types()
-            .find_map(|pt| self.decodable(pt).map(|codec| (pt, codec)))?;
-        let telephone_event = self.payload_types().find(|&pt| {
-            self.rtpmap(pt).is_some_and(|m| {
-                m.encoding.eq_ignore_ascii_case("telephone-event")
-                    && m.clock_rate == NARROWBAND_CLOCK
+            .filter_map(|pt| self.decodable(pt).map(|codec| (pt, codec)))
+            // max_by_key returns the last of equal maxima: the reversed index makes the first
+            // in offer order win.
+            .enumerate()
+            .max_by_key(|(i, (_, codec))| (codec.preference(), std::cmp::Reverse(*i)))
+            .map(|(_, chosen)| chosen)?;
+        let clock = codec.rtp_clock_rate();
+        let named = |name: &str| {
+            self.payload_types().find(|&pt| {
+                self.rtpmap(pt)
+                    .is_some_and(|m| m.encoding.eq_ignore_ascii_case(name) && m.clock_rate == clock)
             })
-        });
+        };
+        let telephone_event = named("telephone-event");
+        // RFC 3551 §6: PT 13 is CN/8000 without an rtpmap.
+        let static_cn = clock == NARROWBAND_CLOCK
+            && self.payload_types().any(|pt| pt == 13)
+            && self.rtpmap(13).is_none();
+        let comfort_noise = named("CN").or(static_cn.then_some(13));
         Some(ChosenCodec {
             payload_type,
             codec,
             telephone_event,
+            comfort_noise,
         })
     }
 
@@ -188,9 +295,7 @@ impl MediaDescription {
     /// assignment (RFC 3551 §6 allows rebinding, however rare).
     fn decodable(&self, payload_type: u8) -> Option<AudioCodec> {
         match self.rtpmap(payload_type) {
-            Some(map) => AudioCodec::from_encoding_name(&map.encoding).filter(|_| {
-                map.clock_rate == NARROWBAND_CLOCK && map.channels.is_none_or(|c| c == 1)
-            }),
+            Some(map) => AudioCodec::from_rtpmap(map),
             None => AudioCodec::from_static_payload_type(payload_type),
         }
     }
@@ -206,9 +311,10 @@ pub struct MediaAnswer {
 }
 
 /// One m= line per offered m-line, same order and media type; accepted lines: `a=recvonly`, the
-/// offer's `a=label`, rtpmap for the chosen codec and telephone-event (with fmtp 0-16 when
-/// offered); rejected lines: port 0 and the offer's first format. CRLF line endings. o= with the
-/// given ids, s=-, c=IN IP4/IP6 address, t=0 0.
+/// offer's `a=label`, rtpmap for the chosen codec, telephone-event (with fmtp 0-16) and comfort
+/// noise when offered, each with the offer's payload type; rejected lines: port 0 and the
+/// offer's first format. CRLF line endings. o= with the given ids, s=-, c=IN IP4/IP6 address,
+/// t=0 0.
 ///
 /// An accepted line whose offer is `a=inactive` or `a=recvonly` is answered `a=inactive`, as
 /// RFC 3264 §6.1 requires. A missing entry in `answers` rejects the line, and so does a port 0
@@ -246,21 +352,32 @@ pub fn build_answer(
             "m={} {port} {} {}",
             media.media, media.protocol, chosen.payload_type
         );
-        if let Some(te) = chosen.telephone_event {
-            let _ = write!(sdp, " {te}");
+        for pt in [chosen.telephone_event, chosen.comfort_noise]
+            .into_iter()
+            .flatten()
+        {
+            let _ = write!(sdp, " {pt}");
         }
+        let clock = chosen.codec.rtp_clock_rate();
         let _ = write!(
             sdp,
-            "\r\na=rtpmap:{} {}/{NARROWBAND_CLOCK}\r\n",
+            "\r\na=rtpmap:{} {}/{clock}",
             chosen.payload_type,
             chosen.codec.encoding_name()
         );
+        if let Some(channels) = chosen.codec.rtpmap_channels() {
+            let _ = write!(sdp, "/{channels}");
+        }
+        let _ = write!(sdp, "\r\n");
         if let Some(te) = chosen.telephone_event {
             // RFC 4733 §2.4.1: events 0-15 are the DTMF digits, 16 is flash.
             let _ = write!(
                 sdp,
-                "a=rtpmap:{te} telephone-event/{NARROWBAND_CLOCK}\r\na=fmtp:{te} 0-16\r\n"
+                "a=rtpmap:{te} telephone-event/{clock}\r\na=fmtp:{te} 0-16\r\n"
             );
+        }
+        if let Some(cn) = chosen.comfort_noise {
+            let _ = write!(sdp, "a=rtpmap:{cn} CN/{clock}\r\n");
         }
         if let Some(label) = &media.label {
             let _ = write!(sdp, "a=label:{label}\r\n");
@@ -535,7 +652,8 @@ a=label:2\r\n";
             Some(ChosenCodec {
                 payload_type: 8,
                 codec: AudioCodec::Pcma,
-                telephone_event: Some(101)
+                telephone_event: Some(101),
+                comfort_noise: None,
             })
         );
     }
@@ -558,7 +676,8 @@ a=label:2\r\n";
             Some(ChosenCodec {
                 payload_type: 97,
                 codec: AudioCodec::Pcmu,
-                telephone_event: None
+                telephone_event: None,
+                comfort_noise: None,
             })
         );
     }
@@ -574,8 +693,105 @@ a=label:2\r\n";
 
     #[test]
     fn undecodable_audio_gives_no_codec() {
-        let sdp = parse("v=0\r\nm=audio 7000 RTP/AVP 9 18\r\na=rtpmap:9 G722/8000\r\n").unwrap();
+        let sdp = parse("v=0\r\nm=audio 7000 RTP/AVP 18 3 96\r\na=rtpmap:18 G729/8000\r\na=rtpmap:96 L16/11025\r\n").unwrap();
         assert_eq!(sdp.media[0].choose_codec(), None);
+    }
+
+    #[test]
+    fn best_decodable_codec_wins_over_offer_order() {
+        let sdp = parse("v=0\r\nm=audio 7000 RTP/AVP 0 8 96 9 97 13 101\r\na=rtpmap:96 L16/16000\r\na=rtpmap:97 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n").unwrap();
+        let chosen = sdp.media[0].choose_codec().unwrap();
+        let expected = if cfg!(feature = "opus") {
+            // telephone-event/8000 and static CN do not match Opus's 48 kHz clock.
+            (97, AudioCodec::Opus, None, None)
+        } else {
+            (9, AudioCodec::G722, Some(101), Some(13))
+        };
+        assert_eq!(
+            (
+                chosen.payload_type,
+                chosen.codec,
+                chosen.telephone_event,
+                chosen.comfort_noise
+            ),
+            expected
+        );
+    }
+
+    #[test]
+    fn l16_accepted_at_wideband_rates_mono_or_stereo() {
+        let sdp = parse("v=0\r\nm=audio 7000 RTP/AVP 0 96\r\na=rtpmap:96 L16/48000/2\r\nm=audio 7002 RTP/AVP 11 0\r\nm=audio 7004 RTP/AVP 0 98\r\na=rtpmap:98 L16/16000/6\r\n").unwrap();
+        assert_eq!(
+            sdp.media[0].choose_codec().unwrap().codec,
+            AudioCodec::L16 {
+                rate: 48000,
+                channels: 2
+            }
+        );
+        assert_eq!(
+            sdp.media[1].choose_codec().unwrap().codec,
+            AudioCodec::L16 {
+                rate: 44100,
+                channels: 1
+            }
+        );
+        assert_eq!(sdp.media[2].choose_codec().unwrap().codec, AudioCodec::Pcmu);
+    }
+
+    #[test]
+    fn events_and_comfort_noise_must_share_the_codec_clock() {
+        let sdp = parse("v=0\r\nm=audio 7000 RTP/AVP 96 100 101 102 103\r\na=rtpmap:96 L16/16000\r\na=rtpmap:100 telephone-event/8000\r\na=rtpmap:101 telephone-event/16000\r\na=rtpmap:102 CN/8000\r\na=rtpmap:103 CN/16000\r\n").unwrap();
+        let chosen = sdp.media[0].choose_codec().unwrap();
+        assert_eq!(
+            (chosen.telephone_event, chosen.comfort_noise),
+            (Some(101), Some(103))
+        );
+    }
+
+    #[test]
+    fn g722_answer_keeps_the_8000_clock_and_accepts_events_and_cn() {
+        let offer = parse("v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 7000 RTP/AVP 9 0 101 19\r\na=rtpmap:9 G722/8000\r\na=rtpmap:101 telephone-event/8000\r\na=rtpmap:19 CN/8000\r\na=sendonly\r\n").unwrap();
+        let answers = answers_for(&offer, 9000);
+        let answer = build_answer(&offer, &answers, IpAddr::V4(Ipv4Addr::LOCALHOST), 1, 1);
+        assert!(answer.contains("m=audio 9000 RTP/AVP 9 101 19\r\na=rtpmap:9 G722/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtpmap:19 CN/8000\r\na=recvonly\r\n"), "{answer}");
+    }
+
+    #[test]
+    fn stereo_l16_answer_names_its_channels() {
+        let offer = parse("v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 7000 RTP/AVP 10\r\n").unwrap();
+        let answer = build_answer(
+            &offer,
+            &answers_for(&offer, 9000),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            1,
+            1,
+        );
+        assert!(
+            answer.contains("m=audio 9000 RTP/AVP 10\r\na=rtpmap:10 L16/44100/2\r\n"),
+            "{answer}"
+        );
+    }
+
+    #[cfg(feature = "opus")]
+    #[test]
+    fn opus_answer_uses_48000_and_two_channels() {
+        let offer = parse("v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 7000 RTP/AVP 111 0 110\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\na=rtpmap:110 telephone-event/48000\r\n").unwrap();
+        let answer = build_answer(
+            &offer,
+            &answers_for(&offer, 9000),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            1,
+            1,
+        );
+        assert!(answer.contains("m=audio 9000 RTP/AVP 111 110\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-16\r\n"), "{answer}");
+    }
+
+    #[cfg(not(feature = "opus"))]
+    #[test]
+    fn opus_is_not_chosen_without_the_feature() {
+        let sdp =
+            parse("v=0\r\nm=audio 7000 RTP/AVP 111 8\r\na=rtpmap:111 opus/48000/2\r\n").unwrap();
+        assert_eq!(sdp.media[0].choose_codec().unwrap().codec, AudioCodec::Pcma);
     }
 
     #[test]
