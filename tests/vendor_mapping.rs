@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
+use siprec_gateway::media::g711;
 use siprec_gateway::sip::Message;
 use support::audio::ulaw_tone;
 use support::gateway::{Gateway, Recording};
@@ -58,8 +59,14 @@ fn bare(content_type: &str, body: &str) -> Fixture {
     Fixture { content_type: content_type.to_owned(), declared_len: None, body: body.replace('\n', "\r\n") }
 }
 
-fn rtp(seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x80, 0x00];
+fn ulaw_decode(b: u8) -> i16 {
+    let mut out = [0i16; 1];
+    g711::decode(g711::Law::Mu, &[b], &mut out);
+    out[0]
+}
+
+fn rtp(pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt];
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
     p.extend_from_slice(&ssrc.to_be_bytes());
@@ -72,6 +79,7 @@ struct Stream {
     socket: UdpSocket,
     to: SocketAddr,
     ssrc: u32,
+    pt: u8,
     audio: Vec<u8>,
     seq: u16,
 }
@@ -110,16 +118,28 @@ impl Src {
         let to = ok.header("To").expect("To").to_owned();
         let mut src = Src { peer, call_id: call_id.to_owned(), to, cseq: 1, streams: Vec::new() };
         src.ack(1).await;
-        let ports: Vec<u16> = String::from_utf8_lossy(&ok.body)
+        // Port and payload type of each answered audio m-line.
+        let ports: Vec<(u16, u8)> = String::from_utf8_lossy(&ok.body)
             .lines()
-            .filter_map(|l| l.strip_prefix("m=audio ")?.split(' ').next()?.parse().ok())
+            .filter_map(|l| {
+                let mut f = l.strip_prefix("m=audio ")?.split(' ');
+                Some((f.next()?.parse().ok()?, f.nth(1)?.parse().ok()?))
+            })
             .collect();
-        for (i, port) in ports.into_iter().enumerate() {
+        for (i, (port, pt)) in ports.into_iter().enumerate() {
+            let mut audio = ulaw_tone(TONES[i], 12000.0, 5.0);
+            if pt == 8 {
+                // The gateway chose PCMA: re-encode the tone.
+                for b in &mut audio {
+                    *b = g711::encode::alaw(ulaw_decode(*b));
+                }
+            }
             src.streams.push(Stream {
                 socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
                 to: SocketAddr::from(([127, 0, 0, 1], port)),
                 ssrc: 0x1000 + i as u32,
-                audio: ulaw_tone(TONES[i], 12000.0, 5.0),
+                pt,
+                audio,
                 seq: 0,
             });
         }
@@ -169,7 +189,7 @@ impl Src {
             for &i in which {
                 let s = &mut self.streams[i];
                 let at = usize::from(s.seq) * 160 % (s.audio.len() - 160);
-                let p = rtp(s.seq, s.ssrc, &s.audio[at..at + 160]);
+                let p = rtp(s.pt, s.seq, s.ssrc, &s.audio[at..at + 160]);
                 s.socket.send_to(&p, s.to).await.unwrap();
                 s.seq += 1;
             }
