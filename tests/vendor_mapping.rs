@@ -214,8 +214,21 @@ fn assert_channel_tone(rec: &Recording, ch: usize, tone: f64, from: f64, to: f64
     let contacts = rec.info["contacts"].as_array().expect("contacts").len();
     assert_eq!(usize::from(rec.wav.spec.channels), contacts, "channels vs contacts: {:#}", rec.info);
     let c = rec.wav.channel(ch);
-    let share = c.tone_share(tone, from, to);
-    assert!(share > 0.8, "channel {ch} from {from} to {to} s: {:.0}% at {tone} Hz\n{:#}", share * 100.0, rec.info);
+    // Per 100 ms window: a phase jump where the timeline slips a few samples lowers the share
+    // at exactly `tone` over a long span although every window holds the tone.
+    let windows: Vec<(f64, f64)> = (0..((to - from) * 10.0).round() as usize)
+        .map(|w| {
+            let t = from + w as f64 / 10.0;
+            (t, c.tone_share(tone, t, t + 0.1))
+        })
+        .collect();
+    let good = windows.iter().filter(|(_, s)| *s > 0.8).count();
+    assert!(
+        good * 10 >= windows.len() * 9,
+        "channel {ch} from {from} to {to} s: {good} of {} windows at {tone} Hz: {windows:?}\n{:#}",
+        windows.len(),
+        rec.info
+    );
 }
 
 fn assert_no_tone(rec: &Recording, ch: usize, tone: f64, from: f64, to: f64) {
@@ -556,7 +569,7 @@ const TRANSFER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
     <nameID aor="sip:+15550199@carrier.example.net"><name>Casey Second</name></nameID>
   </participant>
   <participantsessionassoc participant_id="par-cust" session_id="ses-7865-b2"/>
-  <participant participant_id="par-cust"><disassociate-time>2000-01-01T00:00:00Z</disassociate-time></participant>
+  <participant participant_id="par-cust"><disassociate-time>2026-03-02T14:06:00Z</disassociate-time></participant>
   <participantstreamassoc participant_id="par-cust2">
     <send>str-cust</send>
     <recv>str-agent</recv>
