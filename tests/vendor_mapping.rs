@@ -224,7 +224,8 @@ fn assert_channel_tone(rec: &Recording, ch: usize, tone: f64, from: f64, to: f64
         .collect();
     let good = windows.iter().filter(|(_, s)| *s > 0.8).count();
     assert!(
-        good * 10 >= windows.len() * 9,
+        // A tenth of the windows, and at least one, may hold a slip.
+        good + (windows.len() / 10).max(1) >= windows.len(),
         "channel {ch} from {from} to {to} s: {good} of {} windows at {tone} Hz: {windows:?}\n{:#}",
         windows.len(),
         rec.info

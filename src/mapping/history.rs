@@ -128,6 +128,11 @@ pub(crate) fn replay<'a>(
             }
             MetadataOutcome::Parsed(doc) => {
                 entry.insert("metadata".into(), json!("parsed"));
+                // Read with repairs: the update as received (the INVITE's is in
+                // gateway.metadataRaw).
+                if let Some(raw) = doc.raw.as_ref().filter(|_| i > 0) {
+                    entry.insert("raw".into(), json!(raw));
+                }
                 entry.insert(
                     "dataMode".into(),
                     json!(if doc.data_mode == DataMode::Partial { "partial" } else { "complete" }),
@@ -254,6 +259,9 @@ fn apply(
                 let left = if initial { 0 } else { time(p.disassociated) };
                 for s in t.open.keys().copied().collect::<Vec<_>>() {
                     t.close(s, left);
+                    // A transfer: whoever takes this stream over in the same document got it
+                    // from the party that left.
+                    stopped.push((s, p.id.clone()));
                 }
                 t.left_ms = Some(left);
                 if !initial {
