@@ -148,7 +148,8 @@ pub struct VendorHints {
     pub called: Option<String>,
     /// The number the caller dialed: Metaswitch `dialedDigits`; Oracle `request-uri` (its
     /// `dnis=` parameter when it has one, as Genesys record URIs do, else its user part);
-    /// BroadWorks `origCalledNumber` from the redirect info, else `calledPartyNumber`.
+    /// BroadWorks `origCalledNumber` from the redirect info, else the call center queue's
+    /// `acd/acdNumber`, else `calledPartyNumber`.
     pub dialed: Option<String>,
     /// SIP headers the SRC copied into its vendor data (Oracle `<apkt:header label="...">`),
     /// as (header name, value), one entry per value, in document order.
