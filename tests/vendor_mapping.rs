@@ -6,11 +6,14 @@
 //! channel, number, names and reference, each side's tone on its channel, direction,
 //! masterCallId, numberDialed) against the rules docs/mapping.md documents.
 //!
-//! The SRC is driven from here over UDP (tests/support/sip_client.rs) rather than by sipp:
-//! several fixtures cannot be written as a sipp scenario (bare-LF bodies, a Content-Length
-//! shorter than the body, part headers without a space after the colon, which sipp's CRLF
-//! rewriting would repair), and the test must know each answered RTP port to send a tone on
-//! every stream (sipp 3.6 plays audio to the first m-line only).
+//! Most calls are signalled from here over UDP (tests/support/sip_client.rs): several
+//! fixtures cannot be written as a sipp scenario (bare-LF bodies, a Content-Length shorter
+//! than the body, part headers without a space after the colon, which sipp's CRLF rewriting
+//! would repair), updates must be sent between known stretches of audio, and the test must
+//! know each answered RTP port and codec to send a tone on every stream (sipp 3.6 plays audio
+//! to the first m-line only). The `sipp_as_*` tests send the same INVITEs with sipp as the
+//! SRC's signalling (a scenario written per fixture at test time) while the test plays the
+//! media to the ports the gateway logs.
 
 mod support;
 
@@ -723,4 +726,144 @@ impl Fixture {
                    m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\na=label:1\r\n";
         Fixture { content_type: "application/sdp".into(), declared_len: None, body: sdp.into() }
     }
+}
+
+/// The same calls with sipp as the SRC's signalling: a scenario written here for the fixture
+/// (sipp sends the vendor's headers and the body, ACKs, holds the call for `hold_ms` and sends
+/// the BYE); the test plays the SRC's media, one tone per stream, to the ports the gateway
+/// logs with "recording started".
+fn sipp_scenario(headers: &[(&str, &str)], fx: &Fixture, hold_ms: u64) -> String {
+    let mut extra = String::new();
+    for (n, v) in headers {
+        extra.push_str(&format!("      {n}: {v}\n"));
+    }
+    assert!(!fx.body.contains("]]>") && !fx.body.contains('['), "the body fits a sipp CDATA message");
+    let body = fx.body.replace("\r\n", "\n");
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="vendor INVITE">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:srs@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-inv-[call_number]
+      From: <sip:src@[local_ip]:[local_port]>;tag=[pid]SRC[call_number]
+      To: <sip:srs@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Max-Forwards: 70
+      Contact: <sip:src@[local_ip]:[local_port]>;+sip.src
+{extra}      Content-Type: {}
+      Content-Length: [len]
+
+{body}
+    ]]>
+  </send>
+  <recv response="100" optional="true" />
+  <recv response="200" rtd="true" />
+  <send>
+    <![CDATA[
+
+      ACK sip:srs@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:src@[local_ip]:[local_port]>;tag=[pid]SRC[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="{hold_ms}" />
+  <send retrans="500">
+    <![CDATA[
+
+      BYE sip:srs@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:src@[local_ip]:[local_port]>;tag=[pid]SRC[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true" />
+</scenario>
+"#,
+        fx.content_type
+    )
+}
+
+/// Runs the fixture's call with sipp signalling and the test's RTP (PCMU, 1 s per stream).
+async fn sipp_call(gw: &Gateway, headers: &[(&str, &str)], fx: &Fixture) -> Recording {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("vendor_invite.xml");
+    std::fs::write(&scenario, sipp_scenario(headers, fx, 1600)).expect("write scenario");
+    let sipp = support::sipp::SippCall::new(scenario.to_str().expect("utf-8 path")).start(gw.udp_addr());
+    let line = gw.wait_for_log("recording started", WAIT);
+    // `ports=[20000, 20002]`: a list with blanks, which log_field would cut.
+    let list = line
+        .split_once("ports=[")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .unwrap_or_else(|| panic!("no ports= in {line}"))
+        .0;
+    let ports: Vec<u16> = list
+        .split(',')
+        .map(|p| p.trim().parse().expect("port"))
+        .collect();
+    let mut streams = Vec::new();
+    for (i, port) in ports.into_iter().enumerate() {
+        streams.push(Stream {
+            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            to: SocketAddr::from(([127, 0, 0, 1], port)),
+            ssrc: 0x2000 + i as u32,
+            pt: 0,
+            audio: ulaw_tone(TONES[i], 12000.0, 5.0),
+            seq: 0,
+        });
+    }
+    let mut tick = tokio::time::interval(PACKET);
+    for _ in 0..50 {
+        tick.tick().await;
+        for s in &mut streams {
+            let at = usize::from(s.seq) * 160 % (s.audio.len() - 160);
+            let p = rtp(s.pt, s.seq, s.ssrc, &s.audio[at..at + 160]);
+            s.socket.send_to(&p, s.to).await.unwrap();
+            s.seq += 1;
+        }
+    }
+    tokio::task::spawn_blocking(move || sipp.finish()).await.expect("sipp thread");
+    gw.wait_for_recording(1, WAIT)
+}
+
+#[tokio::test]
+async fn sipp_as_cisco_cube() {
+    let gw = Gateway::start("");
+    let headers = [
+        ("User-Agent", "Cisco-SIPGateway/IOS-17.6.1"),
+        ("Require", "siprec"),
+        ("Cisco-Gucid", "0123456789ABCDEF0123456789ABCDEF"),
+    ];
+    let rec = sipp_call(&gw, &headers, &fixture("cisco-cube.body")).await;
+    assert_contact(&rec, "agent", 0, Some("3302"), Some("3302"));
+    assert_contact(&rec, "customer", 1, Some("+15550177"), None);
+    assert_channel_tone(&rec, 0, TONES[1], 0.3, 0.8);
+    assert_channel_tone(&rec, 1, TONES[0], 0.3, 0.8);
+    assert_fields(&rec, "Unknown", "0123456789ABCDEF0123456789ABCDEF", None);
+}
+
+#[tokio::test]
+async fn sipp_as_oracle_sbc() {
+    let gw = Gateway::start("[mapping]\nexternal_realms = [\"peerCarrierA\"]\n");
+    let headers = [("User-Agent", "Oracle ESBC"), ("Require", "siprec"), ("User-to-User", ORACLE_UUI)];
+    let rec = sipp_call(&gw, &headers, &fixture("oracle-acme.body")).await;
+    assert_contact(&rec, "customer", 1, Some("+15550160"), None);
+    assert_contact(&rec, "agent", 0, Some("+18005550100"), None);
+    assert_channel_tone(&rec, 0, TONES[1], 0.3, 0.8);
+    assert_channel_tone(&rec, 1, TONES[0], 0.3, 0.8);
+    assert_fields(&rec, "Inbound", "00071252771778010117", Some("8005550100"));
 }
