@@ -512,10 +512,8 @@ fn broadworks_acd_metadata_first_with_draft_namespace() {
         md.vendor.called.as_deref(),
         Some("sip:+15550104725@bw.example.com")
     );
-    assert_eq!(
-        md.vendor.dialed.as_deref(),
-        Some("sip:+15550104725@bw.example.com")
-    );
+    // A call distributed by the ACD was dialed to the queue's number, not the agent's.
+    assert_eq!(md.vendor.dialed.as_deref(), Some("tel:+15550104220"));
     let ext = &md.extensions[0];
     assert_eq!(ext.vendor, "broadworks");
     assert_eq!(

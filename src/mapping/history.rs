@@ -128,6 +128,11 @@ pub(crate) fn replay<'a>(
             }
             MetadataOutcome::Parsed(doc) => {
                 entry.insert("metadata".into(), json!("parsed"));
+                // Read with repairs: the update as received (the INVITE's is in
+                // gateway.metadataRaw).
+                if let Some(raw) = doc.raw.as_ref().filter(|_| i > 0) {
+                    entry.insert("raw".into(), json!(raw));
+                }
                 entry.insert(
                     "dataMode".into(),
                     json!(if doc.data_mode == DataMode::Partial { "partial" } else { "complete" }),
@@ -176,8 +181,42 @@ pub(crate) fn replay<'a>(
     }
     h.mixed = mixed_streams(&h.docs, streams);
     h.warnings = disagreements(&h.docs, streams);
+    drop_placeholders(&mut h);
     pair_by_order(&mut h, streams);
     h
+}
+
+/// Whether a participant is the SRC standing in for a party it does not know yet: the Avaya
+/// SBCE names itself (`sip:ASBCE@...`) as the callee until a later complete document gives
+/// the real one.
+fn is_placeholder(p: &MdParticipant) -> bool {
+    p.aor.as_deref().and_then(super::identity::user_part).is_some_and(|u| u.eq_ignore_ascii_case("ASBCE"))
+}
+
+/// Removes placeholder participants. What a placeholder sent on a stream belongs to whoever
+/// sends that stream next (the party it stood for): that party's span is extended back over
+/// the placeholder's. A stream nobody takes over is left to the layout's rule for streams
+/// nobody is known to send.
+fn drop_placeholders(h: &mut History<'_>) {
+    let Some(first) = h.tracks.iter().position(|t| is_placeholder(&t.p)) else { return };
+    let placeholder = h.tracks.remove(first);
+    for span in &placeholder.spans {
+        let end = span.to_ms.unwrap_or(u64::MAX);
+        let next = h
+            .tracks
+            .iter_mut()
+            .flat_map(|t| t.spans.iter_mut())
+            .filter(|s| s.stream == span.stream && s.from_ms >= end)
+            .min_by_key(|s| s.from_ms);
+        if let Some(next) = next {
+            next.from_ms = span.from_ms;
+        }
+    }
+    h.notes.push(format!(
+        "participant {} is the SRC's placeholder (Avaya SBCE): left out, its streams are the next sender's",
+        placeholder.p.id
+    ));
+    drop_placeholders(h);
 }
 
 /// Brings the tracks in line with the merged state `md` at `at` ms; returns the events.
@@ -220,6 +259,9 @@ fn apply(
                 let left = if initial { 0 } else { time(p.disassociated) };
                 for s in t.open.keys().copied().collect::<Vec<_>>() {
                     t.close(s, left);
+                    // A transfer: whoever takes this stream over in the same document got it
+                    // from the party that left.
+                    stopped.push((s, p.id.clone()));
                 }
                 t.left_ms = Some(left);
                 if !initial {

@@ -97,6 +97,11 @@ pub(crate) fn same_party(a: &str, b: &str) -> bool {
 /// `John Doe` → (`John`, `Doe`); `Doe, John` → (`John`, `Doe`); `Agent` → (`Agent`, none).
 /// A name without letters (Metaswitch repeats the number as the name) is no name.
 pub fn split_name(name: &str) -> (Option<String>, Option<String>) {
+    // OpenSIPS copies the display name with its parameters (`tester;lang=en-US;id=41`).
+    let name = match name.split_once(';') {
+        Some((before, params)) if params.contains('=') => before,
+        _ => name,
+    };
     let name = name.trim().trim_matches('"').trim();
     if !name.chars().any(char::is_alphabetic) {
         return (None, None);

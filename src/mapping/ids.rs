@@ -25,12 +25,12 @@ pub(crate) fn master_call_id(
     let nonempty = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
     sources.iter().find_map(|src| {
         let value = match src {
-            IdSource::Vendor => docs.iter().flat_map(|d| &d.vendor.call_ids).find_map(|(_, id)| nonempty(id)),
+            IdSource::Vendor => docs.iter().flat_map(|d| &d.vendor.call_ids).find_map(|(n, id)| vendor_id(n, id)),
             IdSource::VendorNamed(name) => docs
                 .iter()
                 .flat_map(|d| &d.vendor.call_ids)
                 .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .find_map(|(_, id)| nonempty(id)),
+                .find_map(|(n, id)| vendor_id(n, id)),
             IdSource::UuiUcid => any_header(headers, docs, "User-to-User").and_then(uui_ucid),
             IdSource::Group => docs.iter().find_map(|d| d.group_id.as_deref().and_then(nonempty)),
             IdSource::SipSessionId => docs.iter().find_map(|d| d.sip_session_id().and_then(nonempty)),
@@ -40,6 +40,19 @@ pub(crate) fn master_call_id(
         }?;
         Some((value, src.to_string()))
     })
+}
+
+/// A vendor call id as `masterCallId`: a UCID sent in its User-to-User hex form (Oracle
+/// `apkt:ucid` `00FA08...;encoding=hex`) becomes its 20 digits, so that the recordings of one
+/// call made by an Oracle SBC and by an Avaya SBCE (whose UCID comes from `uui-ucid`) share
+/// their masterCallId.
+fn vendor_id(name: &str, id: &str) -> Option<String> {
+    let id = id.trim();
+    if id.is_empty() {
+        return None;
+    }
+    let ucid = name.to_ascii_lowercase().ends_with("ucid");
+    Some(ucid.then(|| uui_ucid(id)).flatten().unwrap_or_else(|| id.to_owned()))
 }
 
 /// The Avaya UCID carried in a `User-to-User` header (hex, `;encoding=hex`): the information

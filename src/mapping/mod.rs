@@ -563,8 +563,12 @@ fn gateway_json(s: &CallSummary<'_>, layout: &Layout, sides: &[Option<Side>], h:
         None | Some(MetadataOutcome::Absent) => {
             gw.insert("metadata".into(), json!("absent"));
         }
-        Some(MetadataOutcome::Parsed(_)) => {
+        Some(MetadataOutcome::Parsed(doc)) => {
             gw.insert("metadata".into(), json!("parsed"));
+            // Read with repairs: the document as received, for the record.
+            if let Some(raw) = &doc.raw {
+                gw.insert("metadataRaw".into(), json!(raw));
+            }
         }
         Some(MetadataOutcome::Invalid { error, raw }) => {
             gw.insert("metadata".into(), json!("invalid"));

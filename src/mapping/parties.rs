@@ -65,6 +65,22 @@ pub(crate) struct Hints<'a> {
 }
 
 impl<'a> Hints<'a> {
+    /// Whether `aor` is the vendor's recorded user: its user id, or, when the vendor says
+    /// whether that user placed or received the call, the calling (`origCall`) or called
+    /// (`termCall`) party of that call half. Webex sends the user id as `5550108105@...`
+    /// while the participant is the extension `8105`, the call half's calling number.
+    pub fn is_recorded_user(&self, aor: &str) -> bool {
+        if self.recorded_user.is_some_and(|u| same_party(u, aor)) {
+            return true;
+        }
+        let own = match self.originated {
+            Some(true) => self.calling,
+            Some(false) => self.called,
+            None => None,
+        };
+        self.recorded_user.is_some() && own.is_some_and(|n| same_party(n, aor))
+    }
+
     pub fn from_docs(docs: &[&'a Metadata]) -> Self {
         let first = |f: &dyn Fn(&'a Metadata) -> Option<&'a str>| {
             docs.iter().find_map(|d| f(d).filter(|v| !v.trim().is_empty()))
@@ -107,7 +123,10 @@ fn oracle_facts(docs: &[&Metadata], id: &str) -> (Option<String>, Option<bool>) 
     let mut realm = None;
     let mut calling = None;
     for ext in docs.iter().flat_map(|d| &d.extensions).filter(|e| e.parent.as_deref() == Some(id)) {
-        realm = realm.or_else(|| find_text(&ext.data, &["realm", "in-realm"]));
+        // The party's own realm; `in-realm` (where the call entered the SBC) only without it.
+        realm = realm
+            .or_else(|| find_text(&ext.data, &["realm"]))
+            .or_else(|| find_text(&ext.data, &["in-realm"]));
         calling =
             calling.or_else(|| find_text(&ext.data, &["callingParty"]).map(|v| v.trim().eq_ignore_ascii_case("true")));
     }
@@ -156,11 +175,10 @@ pub(crate) fn classify(tracks: Vec<Track>, docs: &[&Metadata], hints: &Hints<'_>
         let (realm, calling) = oracle_facts(docs, &t.p.id);
         let aor = t.p.aor.as_deref();
         let number = aor.and_then(phone_number);
+        let recorded = aor.is_some_and(|a| hints.is_recorded_user(a));
         let verdict = rules.agent_rules.iter().find_map(|rule| {
             let side = match rule {
-                AgentRule::RecordedUser => {
-                    hints.recorded_user.zip(aor).filter(|(u, a)| same_party(u, a)).map(|_| Side::Agent)
-                }
+                AgentRule::RecordedUser => recorded.then_some(Side::Agent),
                 AgentRule::Realm => realm.as_deref().and_then(|r| {
                     if rules.internal_realms.iter().any(|x| x.eq_ignore_ascii_case(r)) {
                         Some(Side::Agent)
@@ -178,7 +196,7 @@ pub(crate) fn classify(tracks: Vec<Track>, docs: &[&Metadata], hints: &Hints<'_>
             };
             side.map(|s| (s, rule.as_str()))
         });
-        if sides.recorded.is_none() && hints.recorded_user.zip(aor).is_some_and(|(u, a)| same_party(u, a)) {
+        if sides.recorded.is_none() && recorded {
             sides.recorded = Some(sides.parties.len());
         }
         verdicts.push(verdict);

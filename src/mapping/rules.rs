@@ -277,6 +277,7 @@ impl fmt::Display for IdSource {
 pub enum DialedSource {
     /// `vendor-dialed`: the number the vendor says was dialed (Metaswitch `dialedDigits`,
     /// Oracle `request-uri` (its `dnis=` parameter when present), BroadWorks original called
+    /// number, else its call center queue's number, else its called
     /// number).
     VendorDialed,
     /// `vendor-called`: the called party as the vendor names it (BroadWorks called number,

@@ -615,6 +615,29 @@ fn phone_numbers_and_names() {
     assert_eq!(split_name("Agent"), (Some("Agent".into()), None));
     assert_eq!(split_name("  "), (None, None));
     assert_eq!(split_name("7602922410"), (None, None));
+    assert_eq!(split_name("tester;lang=en-US;id=41"), (Some("tester".into()), None));
+}
+
+#[test]
+fn a_vendor_ucid_in_uui_hex_form_is_shown_as_its_digits() {
+    let md = Metadata {
+        vendor: VendorHints {
+            call_ids: vec![("oracle:ucid".into(), "00FA08000100020000000A".into())],
+            ..Default::default()
+        },
+        ..Metadata::default()
+    };
+    let got = ids::master_call_id(&MappingRules::default().master_call_id, &[&md], &[], "s");
+    assert_eq!(got, Some(("00001000020000000010".into(), "vendor".into())));
+    let other = Metadata {
+        vendor: VendorHints {
+            call_ids: vec![("ribbon:gcid".into(), "00FA08000100020000000A".into())],
+            ..Default::default()
+        },
+        ..Metadata::default()
+    };
+    let got = ids::master_call_id(&MappingRules::default().master_call_id, &[&other], &[], "s");
+    assert_eq!(got.map(|g| g.0).as_deref(), Some("00FA08000100020000000A"), "only UCIDs are decoded");
 }
 
 #[test]

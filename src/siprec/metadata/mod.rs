@@ -89,6 +89,11 @@ pub struct Metadata {
     /// Things that were tolerated (bad markup, elements without ids, dangling references).
     /// They name elements and ids, never participant names or addresses.
     pub warnings: Vec<String>,
+    /// The document as received (lossily decoded as UTF-8) when something had to be
+    /// tolerated to read it (`warnings` not empty): what was extracted may be less than what
+    /// the SRC meant, so the original is kept for the record. Personal data. [`Metadata::merge`]
+    /// leaves it alone: it describes one document, not the merged state.
+    pub raw: Option<String>,
 }
 
 /// RFC 7865 §8.2 `datamode`.
@@ -143,7 +148,8 @@ pub struct VendorHints {
     pub called: Option<String>,
     /// The number the caller dialed: Metaswitch `dialedDigits`; Oracle `request-uri` (its
     /// `dnis=` parameter when it has one, as Genesys record URIs do, else its user part);
-    /// BroadWorks `origCalledNumber` from the redirect info, else `calledPartyNumber`.
+    /// BroadWorks `origCalledNumber` from the redirect info, else the call center queue's
+    /// `acd/acdNumber`, else `calledPartyNumber`.
     pub dialed: Option<String>,
     /// SIP headers the SRC copied into its vendor data (Oracle `<apkt:header label="...">`),
     /// as (header name, value), one entry per value, in document order.
@@ -318,6 +324,9 @@ pub fn parse_metadata(xml: &[u8]) -> Result<Metadata, MetadataError> {
     }
     for assoc in assocs {
         read_assoc(assoc, &mut md);
+    }
+    if !md.warnings.is_empty() {
+        md.raw = Some(String::from_utf8_lossy(xml).into_owned());
     }
     debug!(
         sessions = md.sessions.len(),

@@ -195,6 +195,8 @@ fn broadworks(el: &Element, h: &mut VendorHints) {
     );
     call_id(h, "broadworks:callID", el.find_text("callID"));
     set(&mut h.recorded_user, el.find_text("userID"));
+    // A call distributed by a call center queue was dialed to the queue's number.
+    let acd_number = el.find("acd").and_then(|acd| acd.find_text("acdNumber"));
     for (tag, originated) in [("origCall", true), ("termCall", false)] {
         if let Some(call) = el.find(tag) {
             set_flag(&mut h.recorded_user_originated, Some(originated));
@@ -203,6 +205,7 @@ fn broadworks(el: &Element, h: &mut VendorHints) {
             set(
                 &mut h.dialed,
                 call.find_text("origCalledNumber")
+                    .or(acd_number)
                     .or_else(|| call.find_text("calledPartyNumber")),
             );
         }
