@@ -261,8 +261,8 @@ fn sequence_and_timestamp_wrap_around_changes_nothing() {
     // Stream 1: sequence numbers wrap after 0.6 s, timestamps after 1.0 s; stream 2's sequence
     // numbers after 1.5 s.
     check_windows(&rec.wav, 0, tone_between(TONES[0], START[0], START[0] + 3.0));
-    for c in 0..2 {
-        let found = gaps(&rec, c, 0.005, START[c] + 0.05, START[c] + 2.95);
+    for (c, start) in START.into_iter().enumerate() {
+        let found = gaps(&rec, c, 0.005, start + 0.05, start + 2.95);
         assert!(found.is_empty(), "channel {c} has holes {found:?}");
     }
     assert_eq!(counters(&rec, 0), (150, 0, 0, 0, 0), "(packets, lost, late, duplicates, reanchors)");
