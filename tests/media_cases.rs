@@ -475,6 +475,54 @@ fn srtp_streams_are_decrypted() {
     check_reference(&rec, 3.0);
 }
 
+/// The SRTP capture itself, without the gateway: every RTP packet of stream 1 decrypts with the
+/// key its m-line offers (libsrtp encrypted it, our receiver decrypts it) to the 440 Hz tone, and
+/// a tampered packet does not. A check of the capture that runs before the media wiring does.
+#[test]
+fn srtp_capture_decrypts_with_the_offered_key_to_the_tone() {
+    use siprec_gateway::media::g711::{self, Law};
+    use siprec_gateway::media::srtp::{SrtpReceiver, parse_crypto};
+
+    let bytes = std::fs::read(gateway::capture("media-srtp.pcap")).expect("read capture");
+    let mut reader = pcap_file::pcap::PcapReader::new(&bytes[..]).expect("pcap");
+    let mut udp: Vec<(u16, Vec<u8>)> = Vec::new();
+    while let Some(frame) = reader.next_packet() {
+        let frame = frame.expect("frame");
+        let sliced = etherparse::SlicedPacket::from_ethernet(&frame.data).expect("Ethernet frame");
+        if let Some(etherparse::TransportSlice::Udp(u)) = sliced.transport {
+            udp.push((u.destination_port(), u.payload().to_vec()));
+        }
+    }
+    let invite = udp
+        .iter()
+        .find_map(|(_, d)| String::from_utf8(d.clone()).ok().filter(|t| t.starts_with("INVITE ")))
+        .expect("the INVITE");
+    // The first m-line's a=crypto: stream 1's key.
+    let crypto = invite
+        .lines()
+        .find_map(|l| l.strip_prefix("a=crypto:"))
+        .expect("a=crypto in the offer");
+    let mut rx = SrtpReceiver::new(&parse_crypto(crypto).expect("crypto line")).expect("receiver");
+    let mut pcm = Vec::new();
+    let mut packets = 0;
+    for (port, data) in udp.iter().filter(|(port, _)| *port == 34000) {
+        let mut packet = data.clone();
+        let n = rx.decrypt_rtp(&mut packet).unwrap_or_else(|e| panic!("packet to {port}: {e}"));
+        let mut out = [0i16; 160];
+        let got = g711::decode(Law::Mu, &packet[12..n], &mut out);
+        pcm.extend_from_slice(&out[..got]);
+        packets += 1;
+        if packets == 10 {
+            let mut tampered = data.clone();
+            tampered[20] ^= 1;
+            assert!(SrtpReceiver::new(&parse_crypto(crypto).unwrap()).unwrap().decrypt_rtp(&mut tampered).is_err());
+        }
+    }
+    assert_eq!(packets, 150);
+    let wav = Wav { spec: hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int }, channels: vec![pcm] };
+    check_windows(&wav, 0, |_, _| Expect::Tone(TONES[0]));
+}
+
 // ---- Output formats, decoded by tools this project did not write ----
 
 /// The delivered audio file and info of the first recording, whatever the format.
