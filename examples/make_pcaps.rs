@@ -2,8 +2,11 @@
 //!
 //! Each capture is one recording session as a capture taken between an SRC and an SRS would show it:
 //! SRC→SRS INVITE with a multipart body (SDP offer + RFC 7865 metadata), SRS→SRC 100 Trying and a
-//! recvonly 200 OK answer, ACK, one G.711 RTP stream per m-line (a steady tone each, so a test can
-//! tell the channels apart), a few RTCP sender reports, BYE and its 200 OK.
+//! recvonly 200 OK answer, ACK, one RTP stream per m-line (a steady tone each, so a test can tell
+//! the channels apart), a few RTCP sender reports, BYE and its 200 OK. The `media-*` captures add
+//! one misbehaviour each ([`Quirk`]: loss, reordering, wrap-around, SSRC change, DTMF, clock drift,
+//! a late or absent stream), re-INVITEs (hold, codec change), G.722, Opus (with the `opus`
+//! feature, encoded by libopus) and SRTP (encrypted by the `libsrtp` crate, not the gateway's code).
 //!
 //! The output is deterministic: no randomness and no clock, so rerunning the generator reproduces
 //! the committed files byte for byte. It is not a general packet crafting tool: it writes exactly

@@ -373,7 +373,6 @@ fn sender_clock_running_fast_stays_in_step_with_the_other_stream_and_the_wall_cl
 }
 
 #[test]
-#[ignore = "needs media wiring (branch wt-media)"]
 fn dtmf_events_are_not_written_as_audio() {
     let (_gw, rec) = record("media-dtmf.pcap", "");
     check_length(&rec, 2, 3.0);
