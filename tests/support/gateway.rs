@@ -544,6 +544,11 @@ pub fn spawn_replay(name: &str, target: SocketAddr) -> Child {
 /// Runs `siprec-gateway replay pcaps/<name> --target <target> --speed 1` (over TCP if `tcp`),
 /// asserts that it exits 0 (INVITE and BYE both answered 200) and returns its log (stderr).
 pub fn replay(name: &str, target: SocketAddr, tcp: bool) -> String {
+    replay_within(name, target, tcp, Duration::from_secs(40))
+}
+
+/// [`replay`] for a capture that lasts longer: the replay is killed after `limit`.
+pub fn replay_within(name: &str, target: SocketAddr, tcp: bool, limit: Duration) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_siprec-gateway"));
     cmd.arg("replay")
         .arg(capture(name))
@@ -558,13 +563,13 @@ pub fn replay(name: &str, target: SocketAddr, tcp: bool) -> String {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let out = match rx.recv_timeout(Duration::from_secs(40)) {
+    let out = match rx.recv_timeout(limit) {
         Ok(out) => out.expect("wait for replay"),
         Err(_) => {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
-            panic!("replay of {name} did not finish within 40 s");
+            panic!("replay of {name} did not finish within {limit:?}");
         }
     };
     let log: Vec<String> = String::from_utf8_lossy(&out.stderr)
