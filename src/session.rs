@@ -7,11 +7,11 @@
 
 use std::time::{Instant, SystemTime};
 
-use crate::config::header_pattern_matches;
-use crate::media::g711::Law;
+use crate::config::{SrtpPolicy, header_pattern_matches};
+use crate::media::srtp::{self, CryptoOffer, KeyMaterial};
 use crate::sip::Message;
 use crate::media::timeline::StreamStats;
-use crate::siprec::sdp::{AudioCodec, ChosenCodec, Direction, MediaAnswer, SessionDescription};
+use crate::siprec::sdp::{self, ChosenCodec, Direction, MediaAnswer, MediaDescription, SessionDescription};
 use crate::mapping::{CallSummary, ChannelSummary, LayoutKind, MappingRules, MetadataChange};
 use crate::siprec::{self, MetadataOutcome, OfferError, OfferLimits};
 
@@ -43,49 +43,133 @@ pub struct StreamPlan {
     pub label: Option<String>,
     pub codec: ChosenCodec,
     /// Whether the stream was ever offered in a direction that carries audio (a stream offered
-    /// `a=inactive` and never activated makes no channel).
+    /// `a=inactive` and never activated makes no channel). Set once a re-INVITE activates it.
     pub active: bool,
+    /// Whether the latest offer puts the stream on hold: `a=inactive`/`a=recvonly` from the SRC,
+    /// `c=0.0.0.0` (RFC 2543 hold), or port 0 in a re-INVITE. Nothing is expected while held.
+    pub held: bool,
+    /// The SRC's address for the stream as offered (a change re-opens the RTP latch).
+    pub remote: Option<std::net::SocketAddr>,
+    /// SDES keys of an `RTP/SAVP` stream: the SRC's (to decrypt) and ours (for the answer).
+    pub srtp: Option<SrtpPlan>,
+}
+
+/// The SDES keys of one SRTP stream (RFC 4568). Debug output never shows a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtpPlan {
+    /// The offer's line we use (its key decrypts the SRC's packets).
+    pub offer: CryptoOffer,
+    /// Our key, for the answer only: the recorder never sends.
+    pub ours: KeyMaterial,
+}
+
+impl SrtpPlan {
+    /// Our `a=crypto` value (same tag and suite as the offer).
+    pub fn answer_line(&self) -> String {
+        self.offer.answer_line(&self.ours)
+    }
 }
 
 impl StreamPlan {
-    pub fn law(&self) -> Law {
-        match self.codec.codec {
-            AudioCodec::Pcma => Law::A,
-            _ => Law::Mu,
-        }
-    }
-
     pub fn codec_name(&self) -> &'static str {
         self.codec.codec.encoding_name()
     }
 
     /// The stream as the mapping sees it, with what the media thread counted.
     pub fn summary(&self, stats: StreamStats) -> ChannelSummary {
-        ChannelSummary { label: self.label.clone(), codec: self.codec_name(), stats, active: self.active }
+        ChannelSummary { label: self.label.clone(), codec: self.codec_name(), stats, active: self.active, media: Default::default() }
+    }
+}
+
+/// Whether an m-line's profile is SRTP (`RTP/SAVP`, `RTP/SAVPF`), plain RTP, or neither.
+fn profile(m: &MediaDescription) -> Option<bool> {
+    let p = m.protocol.to_ascii_uppercase();
+    match p.as_str() {
+        "RTP/AVP" | "RTP/AVPF" => Some(false),
+        "RTP/SAVP" | "RTP/SAVPF" => Some(true),
+        _ => None,
+    }
+}
+
+/// Whether the offer puts `m` on hold (nothing flows from the SRC to us).
+fn on_hold(m: &MediaDescription, offer: &SessionDescription) -> bool {
+    // RFC 3264 §8.4 (a=inactive / a=recvonly from the sender), RFC 2543's c=0.0.0.0.
+    matches!(m.direction, Direction::Inactive | Direction::RecvOnly)
+        || m.connection_or(offer).is_some_and(|ip| ip.is_unspecified())
+}
+
+/// How an m-line's transport is to be taken under `policy`: `Err(())` refuses the line,
+/// `Ok(None)` is plain RTP, `Ok(Some(..))` SRTP with the offer's chosen key. `with_keys =
+/// false` (recovery, where keys were redacted) takes any `RTP/SAVP` line without reading keys.
+fn transport(m: &MediaDescription, policy: SrtpPolicy, keep: Option<&SrtpPlan>) -> Result<Option<SrtpPlan>, ()> {
+    match (profile(m), policy) {
+        (None, _) | (Some(false), SrtpPolicy::Require) | (Some(true), SrtpPolicy::Refuse) => Err(()),
+        (Some(false), _) => Ok(None),
+        (Some(true), _) => {
+            let values: Vec<&str> = m.crypto.iter().map(String::as_str).collect();
+            let offer = srtp::choose(&values).ok_or(())?;
+            // RFC 4568 §7.1.4: the same key and parameters keep our key (and the receiver).
+            if let Some(old) = keep.filter(|k| k.offer.same_context(&offer) && k.offer.tag == offer.tag) {
+                return Ok(Some(old.clone()));
+            }
+            let ours = KeyMaterial::generate(offer.suite).map_err(|_| ())?;
+            Ok(Some(SrtpPlan { offer, ours }))
+        }
     }
 }
 
 /// Which m-lines we record: every audio m-line with a port and a codec we decode becomes a
-/// channel, in m-line order. None at all, or more than `max_streams`, is refused with 488.
+/// channel, in m-line order (plain RTP or SRTP as `media.srtp` allows; see
+/// [`plan_streams_with`]). None at all, or more than `max_streams`, is refused with 488.
 pub fn plan_streams(offer: &SessionDescription, max_streams: usize) -> Result<Vec<StreamPlan>, Refusal> {
+    plan_streams_with(offer, max_streams, SrtpPolicy::Accept)
+}
+
+/// [`plan_streams`] under an SRTP policy: `RTP/SAVP` lines need a usable `a=crypto`
+/// ([`srtp::choose`]) and are refused (port 0) under `refuse`; plain lines are refused under
+/// `require`.
+pub fn plan_streams_with(offer: &SessionDescription, max_streams: usize, policy: SrtpPolicy) -> Result<Vec<StreamPlan>, Refusal> {
+    plan(offer, max_streams, policy, true)
+}
+
+/// The channels a recording made from `offer` has, without reading SDES keys (for recovering a
+/// recording whose `call.json` has its keys redacted).
+pub fn recorded_streams(offer: &SessionDescription) -> Result<Vec<StreamPlan>, Refusal> {
+    plan(offer, usize::MAX, SrtpPolicy::Accept, false)
+}
+
+fn plan(offer: &SessionDescription, max_streams: usize, policy: SrtpPolicy, with_keys: bool) -> Result<Vec<StreamPlan>, Refusal> {
     let mut plans = Vec::new();
+    let mut srtp_refused = false;
     for (i, m) in offer.media.iter().enumerate() {
-        // Plain RTP only: an SRTP (`RTP/SAVP`) stream would be undecodable without its keys,
-        // which the media issue adds.
-        let plain_rtp = m.protocol.eq_ignore_ascii_case("RTP/AVP") || m.protocol.eq_ignore_ascii_case("RTP/AVPF");
-        if m.port == 0 || !plain_rtp {
+        if m.port == 0 {
             continue;
         }
-        if let Some(codec) = m.choose_codec() {
-            let active = m.direction != Direction::Inactive;
-            plans.push(StreamPlan { mline: i, channel: plans.len(), label: m.label.clone(), codec, active });
-        }
+        let Some(codec) = m.choose_codec() else { continue };
+        let srtp = if with_keys {
+            match transport(m, policy, None) {
+                Ok(s) => s,
+                Err(()) => {
+                    srtp_refused |= profile(m).is_some();
+                    continue;
+                }
+            }
+        } else if profile(m).is_some() {
+            None
+        } else {
+            continue;
+        };
+        let held = on_hold(m, offer);
+        let remote = m.connection_or(offer).map(|ip| std::net::SocketAddr::new(ip, m.port));
+        let active = m.direction != Direction::Inactive;
+        plans.push(StreamPlan { mline: i, channel: plans.len(), label: m.label.clone(), codec, active, held, remote, srtp });
     }
     if plans.is_empty() {
+        let why = if srtp_refused { format!(" under media.srtp = {policy:?}, or no usable a=crypto") } else { String::new() };
         return Err(Refusal {
             code: 488,
             reason: "Not Acceptable Here",
-            detail: "no plain-RTP audio stream with a codec we decode (PCMU, PCMA)".into(),
+            detail: format!("no RTP audio stream with a codec we decode ({}){why}", sdp::DECODED_CODECS),
         });
     }
     if plans.len() > max_streams {
@@ -103,10 +187,89 @@ pub fn plan_streams(offer: &SessionDescription, max_streams: usize) -> Result<Ve
 pub fn media_answers(offer: &SessionDescription, plans: &[StreamPlan], ports: &[u16]) -> Vec<MediaAnswer> {
     (0..offer.media.len())
         .map(|i| match plans.iter().position(|p| p.mline == i) {
-            Some(k) => MediaAnswer { port: ports.get(k).copied().unwrap_or(0), codec: Some(plans[k].codec) },
-            None => MediaAnswer { port: 0, codec: None },
+            Some(k) => MediaAnswer {
+                port: ports.get(k).copied().unwrap_or(0),
+                codec: Some(plans[k].codec),
+                crypto: plans[k].srtp.as_ref().map(SrtpPlan::answer_line),
+            },
+            None => MediaAnswer { port: 0, codec: None, crypto: None },
         })
         .collect()
+}
+
+/// What a re-INVITE changes for one recorded stream (the media thread applies it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamChange {
+    pub channel: usize,
+    pub codec: ChosenCodec,
+    pub held: bool,
+    /// The SRC's offered address moved: the RTP latch takes the next source.
+    pub moved: bool,
+    pub srtp: SrtpChange,
+}
+
+/// The SRTP part of a [`StreamChange`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SrtpChange {
+    /// Same key and parameters (RFC 4568 §7.1.4): keep the receiver with its ROC and replay
+    /// state (also: still plain RTP).
+    Keep,
+    /// A new key or suite: a new receiver.
+    New(CryptoOffer),
+    /// Plain RTP from now on.
+    Off,
+}
+
+/// Applies a re-INVITE's offer to the call's streams (RFC 3264 §8): the answer per m-line and
+/// what changes per recorded stream. Streams keep their channel, port and timeline; a stream
+/// whose line is now unusable (port 0, no codec we decode, a transport `policy` refuses) is
+/// answered with port 0 and held. A new m-line gets port 0: a WAV cannot gain a channel mid-call
+/// (docs/architecture.md, "Hold and re-INVITE").
+pub fn replan(
+    plans: &mut [StreamPlan],
+    ports: &[u16],
+    offer: &SessionDescription,
+    policy: SrtpPolicy,
+) -> (Vec<MediaAnswer>, Vec<StreamChange>) {
+    let mut changes = Vec::new();
+    let answers = offer
+        .media
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let refused = MediaAnswer { port: 0, codec: None, crypto: None };
+            let Some(k) = plans.iter().position(|p| p.mline == i) else { return refused };
+            let plan = &mut plans[k];
+            let usable = (m.port != 0)
+                .then(|| m.choose_codec())
+                .flatten()
+                .and_then(|codec| transport(m, policy, plan.srtp.as_ref()).ok().map(|srtp| (codec, srtp)));
+            let Some((codec, srtp)) = usable else {
+                plan.held = true;
+                changes.push(StreamChange { channel: plan.channel, codec: plan.codec, held: true, moved: false, srtp: SrtpChange::Keep });
+                return refused;
+            };
+            let srtp_change = match (&plan.srtp, &srtp) {
+                (Some(old), Some(new)) if old == new => SrtpChange::Keep,
+                (None, None) => SrtpChange::Keep,
+                (_, Some(new)) => SrtpChange::New(new.offer.clone()),
+                (Some(_), None) => SrtpChange::Off,
+            };
+            let remote = m.connection_or(offer).map(|ip| std::net::SocketAddr::new(ip, m.port));
+            let held = on_hold(m, offer);
+            let moved = !held && remote.is_some() && remote != plan.remote;
+            if !held {
+                plan.remote = remote;
+            }
+            plan.held = held;
+            plan.active |= !held;
+            plan.codec = codec;
+            plan.srtp = srtp;
+            changes.push(StreamChange { channel: plan.channel, codec, held, moved, srtp: srtp_change });
+            MediaAnswer { port: ports.get(k).copied().unwrap_or(0), codec: Some(codec), crypto: plan.srtp.as_ref().map(SrtpPlan::answer_line) }
+        })
+        .collect();
+    (answers, changes)
 }
 
 /// The file-system name of a recording: the sessionId with every character outside

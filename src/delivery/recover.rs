@@ -242,7 +242,7 @@ fn recovered_info(
         Some(r) => {
             match siprec::parse_offer(r.offer_content_type.as_deref(), r.offer_body.as_bytes(), &finishing.limits) {
                 // The offer was accepted when the call started, whatever the limit now.
-                Ok(offer) => match session::plan_streams(&offer.sdp, usize::MAX) {
+                Ok(offer) => match session::recorded_streams(&offer.sdp) {
                     Ok(plans) if plans.len() == usize::from(shape.channels) => {
                         streams = plans.iter().map(|p| p.summary(Default::default())).collect();
                     }
@@ -279,7 +279,7 @@ fn recovered_info(
     };
     if streams.is_empty() {
         streams = (0..shape.channels)
-            .map(|_| ChannelSummary { label: None, codec: "unknown", stats: Default::default(), active: true })
+            .map(|_| ChannelSummary { label: None, codec: "unknown", stats: Default::default(), active: true, media: Default::default() })
             .collect();
     }
     notes.push(STATS_NOTE.to_string());

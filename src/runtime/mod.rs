@@ -515,7 +515,7 @@ impl Signalling {
         if let MetadataOutcome::Invalid { error, .. } = &offer.metadata {
             warn!(%error, "recording metadata unreadable; recording the call anyway");
         }
-        let plans = match session::plan_streams(&offer.sdp, self.config.media.max_streams) {
+        let plans = match session::plan_streams_with(&offer.sdp, self.config.media.max_streams, self.config.media.srtp) {
             Ok(p) => p,
             Err(r) => {
                 warn!(code = r.code, detail = %r.detail, "SIPREC offer refused");
@@ -608,15 +608,24 @@ impl Signalling {
                 channel: plan.channel,
                 rtp,
                 rtcp,
-                law: plan.law(),
-                payload_type: plan.codec.payload_type,
+                codec: plan.codec,
+                srtp: plan.srtp.as_ref().map(|k| k.offer.clone()),
+                held: plan.held,
                 relatch_after: self.config.media.relatch_after,
             })
             .collect();
+        // `[recording] sample_rate`, or the highest rate among the call's streams (a stream at a
+        // lower rate is resampled; one that a re-INVITE moves to a higher rate is downsampled).
+        let rate = match self.config.recording.sample_rate {
+            0 => plans.iter().map(|p| p.codec.codec.audio_rate()).max().unwrap_or(8000),
+            r => r,
+        };
         self.media.send(Command::Add(Box::new(CallSetup {
             key,
             span: span.clone(),
             t0,
+            rate,
+            dtmf_in_metadata: self.config.media.dtmf_in_metadata,
             window: self.config.media.reorder_window,
             rtp_timeout: self.config.media.rtp_timeout,
             file,
@@ -628,7 +637,9 @@ impl Signalling {
         record.start_unix_ms = self.epoch.wall_of(t0).duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         match &skipped {
             None => {
-                info!(session = %name, streams = plans.len(), labels = ?labels, ports = ?ports, remote = %peer.remote, "recording started");
+                let codecs: Vec<&str> = plans.iter().map(|p| p.codec_name()).collect();
+                let srtp = plans.iter().filter(|p| p.srtp.is_some()).count();
+                info!(session = %name, streams = plans.len(), labels = ?labels, codecs = ?codecs, srtp, rate, ports = ?ports, remote = %peer.remote, "recording started");
                 self.save_record(&name, &record);
                 self.journal(&name, delivery::JournalEvent::Recorded, format!("call_id={call_id} streams={}", plans.len()));
             }
@@ -795,18 +806,18 @@ impl Signalling {
         if !matches!(offer.metadata, MetadataOutcome::Absent) {
             self.metadata_update(dialog, "re-INVITE", request, clock::now());
         }
-        let Some(s) = self.sessions.get_mut(dialog).map(|l| &mut l.session) else { return };
-        // Same ports for the m-lines we record; changes of codec, new m-lines and hold are the
-        // media issue's (new m-lines are refused with port 0 for now).
-        let answers: Vec<sdp::MediaAnswer> = (0..offer.sdp.media.len())
-            .map(|i| {
-                let m = &offer.sdp.media[i];
-                match s.plans.iter().position(|p| p.mline == i) {
-                    Some(k) if m.port != 0 => sdp::MediaAnswer { port: s.ports[k], codec: m.choose_codec() },
-                    _ => sdp::MediaAnswer { port: 0, codec: None },
-                }
-            })
-            .collect();
+        let policy = self.config.media.srtp;
+        let Some(live) = self.sessions.get_mut(dialog) else { return };
+        let key = live.key;
+        let s = &mut live.session;
+        // Same ports and channels for the m-lines we record; hold, resume, codec, key and address
+        // changes go to the media thread; new m-lines get port 0 (session::replan).
+        let (answers, changes) = session::replan(&mut s.plans, &s.ports, &offer.sdp, policy);
+        if !changes.is_empty() {
+            let held: Vec<bool> = changes.iter().map(|c| c.held).collect();
+            info!(held = ?held, "re-INVITE: streams updated");
+            self.media.send(Command::Update { key, changes });
+        }
         let address = self
             .config
             .media
