@@ -298,7 +298,7 @@ fn recovered_info(
     // build_info reports zeros for statistics it was not given; here they are unknown.
     if let Some(Value::Array(streams)) = mapped.info.pointer_mut("/metaData/gateway/streams") {
         for stream in streams.iter_mut().filter_map(Value::as_object_mut) {
-            for key in ["packets", "lost", "late", "duplicates", "reanchors", "driftInserted", "driftDropped", "foreign", "silent"] {
+            for key in ["packets", "lost", "late", "duplicates", "reanchors", "driftInserted", "driftDropped", "foreign", "silent", "unknownPayloadTypes", "comfortNoise", "telephoneEvents"] {
                 stream.remove(key);
             }
         }
