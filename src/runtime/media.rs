@@ -476,6 +476,8 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
         srtp: vec![0; SRTP_SCRATCH],
     };
     let mut next_tick = clock::now() + TICK;
+    // Commands held back until this wake-up's packets are in (see below).
+    let mut later: Vec<Command> = Vec::new();
 
     loop {
         let timeout = next_tick.saturating_duration_since(clock::now());
@@ -484,10 +486,26 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                 error!(error = %e, "media poll failed");
             }
         let now = clock::now();
+        // A re-INVITE's update applies before the packets of the same wake-up: the SRC sends
+        // its new media after our 200, which goes out after the update was queued (a resume's
+        // first packet must re-anchor). Adds and ends wait for the packets: the last packets
+        // before a BYE are still recorded.
+        // Checked again before each socket is drained: the window in which an update could be
+        // missed is then microseconds, not a whole wake-up.
+        let mut take_updates = |calls: &mut Slab<Call>, streams: &mut Slab<Stream>| {
+            while let Ok(cmd) = rx.try_recv() {
+                match cmd {
+                    Command::Update { key, changes } => apply_update(calls, &call_index, streams, key, &changes, now),
+                    c => later.push(c),
+                }
+            }
+        };
+        take_updates(&mut calls, &mut streams);
         for ev in mio_events.iter() {
             if ev.token() == WAKER {
                 continue;
             }
+            take_updates(&mut calls, &mut streams);
             let Some(s) = streams.get_mut(ev.token().0) else { continue };
             let (Some(rx), Some(call)) = (s.rx.as_mut(), calls.get_mut(s.call)) else {
                 // RTCP (RFC 3550 §6) is drained so its queue does not fill and no ICMP
@@ -500,7 +518,7 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                 on_packet(call, rx, channel, &mut scratch, now, datagram, from);
             });
         }
-        while let Ok(cmd) = rx.try_recv() {
+        for cmd in later.drain(..) {
             match cmd {
                 Command::Add(setup) => {
                     let setup = *setup;
@@ -564,17 +582,7 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                         }
                     }
                 }
-                Command::Update { key, changes } => {
-                    let Some(call) = call_index.get(&key).and_then(|&i| calls.get_mut(i)) else { continue };
-                    let _in_call = call.span.enter();
-                    for ch in &changes {
-                        let Some(token) = call.by_channel.get(ch.channel).copied().flatten() else { continue };
-                        if let Some(rx) = streams.get_mut(token).and_then(|s| s.rx.as_mut()) {
-                            rx.apply(ch, call.rate, &mut call.timeline, call.t0, now);
-                        }
-                    }
-                    debug!(held = ?changes.iter().map(|c| c.held).collect::<Vec<_>>(), "streams updated by re-INVITE");
-                }
+                Command::Update { key, changes } => apply_update(&mut calls, &call_index, &mut streams, key, &changes, now),
                 Command::End { key, end, done } => {
                     let Some(mut call) = call_index.remove(&key).and_then(|i| calls.remove(i)) else {
                         let _ = done.send(CallResult { stats: vec![], media: vec![], rate: 0, frames: 0, error: Some("unknown call".into()), file: None });
@@ -667,6 +675,18 @@ fn finish(call: &mut Call, end: Instant) -> CallResult {
     }
     let stats = (0..call.timeline.channels()).filter_map(|c| call.timeline.stats(c)).collect();
     CallResult { stats, media: Vec::new(), rate: call.rate, frames, error, file: audio }
+}
+
+/// Applies a re-INVITE's changes to a call's streams.
+fn apply_update(calls: &mut Slab<Call>, call_index: &HashMap<u64, usize>, streams: &mut Slab<Stream>, key: u64, changes: &[StreamChange], now: Instant) {
+    let Some(call) = call_index.get(&key).and_then(|&i| calls.get_mut(i)) else { return };
+    let _in_call = call.span.enter();
+    for ch in changes {
+        let Some(token) = call.by_channel.get(ch.channel).copied().flatten() else { continue };
+        if let Some(rx) = streams.get_mut(token).and_then(|s| s.rx.as_mut()) {
+            rx.apply(ch, call.rate, &mut call.timeline, call.t0, now);
+        }
+    }
 }
 
 /// One datagram of an RTP socket, in the order the notes give: latch the source,
