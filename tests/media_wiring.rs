@@ -190,7 +190,7 @@ async fn srtp_encrypted_by_libsrtp_is_recorded_and_bad_packets_are_counted() {
     for i in 0..50u16 {
         tick.tick().await;
         let at = usize::from(i) * 160;
-        let packet = tx.rtp_protect(rtp(0, i, u32::from(i) * 160, 0x5eC, &audio[at..at + 160])).unwrap();
+        let packet = tx.rtp_protect(rtp(0, i, u32::from(i) * 160, 0x5EC, &audio[at..at + 160])).unwrap();
         if i % 20 == 5 {
             // Tampered payload, ahead of the genuine packet: the tag no longer matches.
             let mut forged = packet.clone();
