@@ -518,10 +518,90 @@ m=audio 10004 RTP/AVP 8\r\na=label:2\r\na=sendonly\r\n";
     }
 
     #[test]
-    fn srtp_streams_are_refused_until_srtp_is_supported() {
+    fn srtp_line_without_a_usable_key_is_refused() {
         let offer = sdp::parse(&OFFER.replace("10004 RTP/AVP 8", "10004 RTP/SAVP 8")).unwrap();
         let plans = plan_streams(&offer, 16).unwrap();
         assert_eq!(plans.iter().map(|p| p.mline).collect::<Vec<_>>(), vec![0]);
+    }
+
+    const KEY: &str = "AES_CM_128_HMAC_SHA1_80 inline:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH";
+
+    fn savp_offer() -> SessionDescription {
+        sdp::parse(&OFFER.replace("10004 RTP/AVP 8\r\n", &format!("10004 RTP/SAVP 8\r\na=crypto:2 {KEY}\r\n"))).unwrap()
+    }
+
+    #[test]
+    fn srtp_policy_decides_which_lines_are_recorded() {
+        let offer = savp_offer();
+        let mlines = |policy| plan_streams_with(&offer, 16, policy).map(|p| p.iter().map(|p| (p.mline, p.srtp.is_some())).collect::<Vec<_>>());
+        assert_eq!(mlines(SrtpPolicy::Accept).unwrap(), vec![(0, false), (2, true)]);
+        assert_eq!(mlines(SrtpPolicy::Require).unwrap(), vec![(2, true)]);
+        assert_eq!(mlines(SrtpPolicy::Refuse).unwrap(), vec![(0, false)]);
+        let only_srtp = sdp::parse(&format!("v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 10004 RTP/SAVP 0\r\na=crypto:1 {KEY}\r\n")).unwrap();
+        let r = plan_streams_with(&only_srtp, 16, SrtpPolicy::Refuse).unwrap_err();
+        assert_eq!(r.code, 488);
+        assert!(r.detail.contains("media.srtp"), "{}", r.detail);
+    }
+
+    #[test]
+    fn srtp_answer_has_our_own_key_with_the_offers_tag() {
+        let offer = savp_offer();
+        let plans = plan_streams(&offer, 16).unwrap();
+        let answers = media_answers(&offer, &plans, &[30000, 30002]);
+        let crypto = answers[2].crypto.as_deref().unwrap();
+        assert!(crypto.starts_with("2 AES_CM_128_HMAC_SHA1_80 inline:"), "{crypto}");
+        assert!(!crypto.contains("BwcHBwcH"), "our key, not the SRC's");
+        let text = sdp::build_answer(&offer, &answers, "192.0.2.9".parse().unwrap(), 1, 1);
+        assert!(text.contains(&format!("m=audio 30002 RTP/SAVP 8\r\na=rtpmap:8 PCMA/8000\r\na=label:2\r\na=crypto:{crypto}\r\n")), "{text}");
+        assert!(!format!("{:?}{:?}", answers[2], plans[1]).contains(&crypto[33..]), "Debug shows no key");
+    }
+
+    fn reinvite(plans: &mut [StreamPlan], text: &str) -> (Vec<MediaAnswer>, Vec<StreamChange>) {
+        replan(plans, &[30000, 30002], &sdp::parse(text).unwrap(), SrtpPolicy::Accept)
+    }
+
+    #[test]
+    fn hold_and_resume_by_reinvite() {
+        let mut plans = plan_streams(&sdp::parse(OFFER).unwrap(), 16).unwrap();
+        // a=inactive on the first stream, c=0.0.0.0 on the second (RFC 2543 hold).
+        let held = OFFER.replacen("a=label:1\r\na=sendonly", "a=label:1\r\na=inactive", 1).replace("m=audio 10004 RTP/AVP 8\r\n", "m=audio 10004 RTP/AVP 8\r\nc=IN IP4 0.0.0.0\r\n");
+        let (answers, changes) = reinvite(&mut plans, &held);
+        assert_eq!(changes.iter().map(|c| (c.channel, c.held)).collect::<Vec<_>>(), vec![(0, true), (1, true)]);
+        assert_eq!(answers.iter().map(|a| a.port).collect::<Vec<_>>(), vec![30000, 0, 30002], "held streams keep their ports");
+        let text = sdp::build_answer(&sdp::parse(&held).unwrap(), &answers, "192.0.2.9".parse().unwrap(), 1, 2);
+        assert_eq!(text.matches("a=inactive").count(), 1, "{text}");
+        assert_eq!(text.matches("a=recvonly").count(), 1, "sendonly to a null address: still recvonly\n{text}");
+        let (_, changes) = reinvite(&mut plans, OFFER);
+        assert!(changes.iter().all(|c| !c.held && !c.moved && c.srtp == SrtpChange::Keep), "{changes:?}");
+        assert!(plans.iter().all(|p| p.active && !p.held));
+    }
+
+    #[test]
+    fn reinvite_changes_codec_address_and_refuses_new_mlines() {
+        let mut plans = plan_streams(&sdp::parse(OFFER).unwrap(), 16).unwrap();
+        let text = format!("{}m=audio 10006 RTP/AVP 0\r\na=label:3\r\n", OFFER.replace("10004 RTP/AVP 8", "10008 RTP/AVP 9"));
+        let (answers, changes) = reinvite(&mut plans, &text);
+        assert_eq!(answers.iter().map(|a| a.port).collect::<Vec<_>>(), vec![30000, 0, 30002, 0]);
+        assert_eq!((changes[1].codec.codec, changes[1].moved), (sdp::AudioCodec::G722, true));
+        assert_eq!(plans[1].codec_name(), "G722");
+        // The line disabled (port 0): answered port 0 and held until it comes back.
+        let (answers, changes) = reinvite(&mut plans, &OFFER.replace("10004 RTP/AVP 8", "0 RTP/AVP 8"));
+        assert_eq!((answers[2].port, changes[1].held), (0, true));
+    }
+
+    #[test]
+    fn srtp_receiver_is_kept_when_the_reinvite_repeats_the_key() {
+        let offer = savp_offer();
+        let mut plans = plan_streams(&offer, 16).unwrap();
+        let ours = plans[1].srtp.clone().unwrap().ours;
+        let text = OFFER.replace("10004 RTP/AVP 8\r\n", &format!("10004 RTP/SAVP 8\r\na=crypto:2 {KEY}\r\n"));
+        let (_, changes) = reinvite(&mut plans, &text);
+        assert_eq!(changes[1].srtp, SrtpChange::Keep);
+        assert_eq!(plans[1].srtp.as_ref().unwrap().ours, ours, "our key kept (RFC 4568 §7.1.4)");
+        let (_, changes) = reinvite(&mut plans, &text.replace("inline:BwcH", "inline:CwcH"));
+        assert!(matches!(changes[1].srtp, SrtpChange::New(_)));
+        let (_, changes) = reinvite(&mut plans, OFFER);
+        assert_eq!(changes[1].srtp, SrtpChange::Off);
     }
 
     #[test]
