@@ -223,22 +223,39 @@ pub enum SrtpChange {
 /// Applies a re-INVITE's offer to the call's streams (RFC 3264 §8): the answer per m-line and
 /// what changes per recorded stream. Streams keep their channel, port and timeline; a stream
 /// whose line is now unusable (port 0, no codec we decode, a transport `policy` refuses) is
-/// answered with port 0 and held. A new m-line gets port 0: a WAV cannot gain a channel mid-call
-/// (docs/architecture.md, "Hold and re-INVITE").
+/// answered with port 0 and held. A new m-line takes one of the capture's spare channels
+/// (`capacity` = the capture's channel count, `media.spare_streams` more than the INVITE's
+/// streams); with none left it gets port 0: a WAV cannot gain a channel mid-call.
 pub fn replan(
-    plans: &mut [StreamPlan],
+    plans: &mut Vec<StreamPlan>,
     ports: &[u16],
     offer: &SessionDescription,
     policy: SrtpPolicy,
-) -> (Vec<MediaAnswer>, Vec<StreamChange>) {
+    capacity: usize,
+) -> Reinvite {
     let mut changes = Vec::new();
+    let mut added = Vec::new();
     let answers = offer
         .media
         .iter()
         .enumerate()
         .map(|(i, m)| {
             let refused = MediaAnswer { port: 0, codec: None, crypto: None };
-            let Some(k) = plans.iter().position(|p| p.mline == i) else { return refused };
+            let Some(k) = plans.iter().position(|p| p.mline == i) else {
+                // A new m-line: a spare capture channel if one is left. Its port is bound by
+                // the caller, who fills it into the answer.
+                if plans.len() >= capacity || m.port == 0 {
+                    return refused;
+                }
+                let Some(codec) = m.choose_codec() else { return refused };
+                let Ok(srtp) = transport(m, policy, None) else { return refused };
+                let held = on_hold(m, offer);
+                let remote = m.connection_or(offer).map(|ip| std::net::SocketAddr::new(ip, m.port));
+                let crypto = srtp.as_ref().map(SrtpPlan::answer_line);
+                added.push(plans.len());
+                plans.push(StreamPlan { mline: i, channel: plans.len(), label: m.label.clone(), codec, active: !held, held, remote, srtp });
+                return MediaAnswer { port: 0, codec: Some(codec), crypto };
+            };
             let plan = &mut plans[k];
             let usable = (m.port != 0)
                 .then(|| m.choose_codec())
@@ -269,7 +286,18 @@ pub fn replan(
             MediaAnswer { port: ports.get(k).copied().unwrap_or(0), codec: Some(codec), crypto: plan.srtp.as_ref().map(SrtpPlan::answer_line) }
         })
         .collect();
-    (answers, changes)
+    Reinvite { answers, changes, added }
+}
+
+/// What [`replan`] decided for a re-INVITE.
+#[derive(Debug)]
+pub struct Reinvite {
+    /// The answer per m-line (an added stream's port still 0: the caller binds it).
+    pub answers: Vec<MediaAnswer>,
+    /// What changes on the streams recorded so far.
+    pub changes: Vec<StreamChange>,
+    /// Indexes into the plans of the streams the offer added (each on a spare channel).
+    pub added: Vec<usize>,
 }
 
 /// The file-system name of a recording: the sessionId with every character outside
@@ -469,6 +497,8 @@ pub struct Session {
     pub record: CallRecord,
     /// Why no audio is stored for this call (Tethr's recording settings exclude its agent).
     pub skipped: Option<String>,
+    /// Channels of the capture: the INVITE's streams plus `media.spare_streams`.
+    pub capacity: usize,
 }
 
 impl Session {
@@ -556,8 +586,9 @@ m=audio 10004 RTP/AVP 8\r\na=label:2\r\na=sendonly\r\n";
         assert!(!format!("{:?}{:?}", answers[2], plans[1]).contains(&crypto[33..]), "Debug shows no key");
     }
 
-    fn reinvite(plans: &mut [StreamPlan], text: &str) -> (Vec<MediaAnswer>, Vec<StreamChange>) {
-        replan(plans, &[30000, 30002], &sdp::parse(text).unwrap(), SrtpPolicy::Accept)
+    fn reinvite(plans: &mut Vec<StreamPlan>, text: &str) -> (Vec<MediaAnswer>, Vec<StreamChange>) {
+        let r = replan(plans, &[30000, 30002], &sdp::parse(text).unwrap(), SrtpPolicy::Accept, 2);
+        (r.answers, r.changes)
     }
 
     #[test]
@@ -587,6 +618,20 @@ m=audio 10004 RTP/AVP 8\r\na=label:2\r\na=sendonly\r\n";
         // The line disabled (port 0): answered port 0 and held until it comes back.
         let (answers, changes) = reinvite(&mut plans, &OFFER.replace("10004 RTP/AVP 8", "0 RTP/AVP 8"));
         assert_eq!((answers[2].port, changes[1].held), (0, true));
+    }
+
+    #[test]
+    fn new_mline_takes_a_spare_channel() {
+        let mut plans = plan_streams(&sdp::parse(OFFER).unwrap(), 16).unwrap();
+        let text = format!("{OFFER}m=audio 10006 RTP/AVP 0\r\na=label:3\r\na=sendonly\r\n");
+        let r = replan(&mut plans, &[30000, 30002], &sdp::parse(&text).unwrap(), SrtpPolicy::Accept, 3);
+        assert_eq!(r.added, vec![2]);
+        assert_eq!((plans[2].mline, plans[2].channel, plans[2].label.as_deref(), plans[2].active), (3, 2, Some("3"), true));
+        assert!(r.answers[3].codec.is_some());
+        // Offered again: the same stream, no second channel.
+        let r = replan(&mut plans, &[30000, 30002, 30004], &sdp::parse(&text).unwrap(), SrtpPolicy::Accept, 3);
+        assert!(r.added.is_empty());
+        assert_eq!(r.answers[3].port, 30004);
     }
 
     #[test]

@@ -308,8 +308,11 @@ async fn codec_change_mid_call_swaps_the_decoder_on_the_same_channel() {
     let ch = rec.wav.channel(0);
     let secs = rec.wav.seconds();
     assert!(ch.tone_share(400.0, 0.2, 0.9) > 0.9, "PCMU part");
-    let share = ch.tone_share(1000.0, secs - 1.0, secs - 0.2);
-    assert!(share > 0.9, "G.722 part: 1 kHz share {share:.2} in {secs:.2} s, {stream:#}");
+    // From 0.8 s after the switch: the G.722 decoder's first ~0.5 s follow its own adaptation
+    // rather than the test encoder's (src/media/codec.rs, the oracle test).
+    let share = ch.tone_share(1000.0, secs - 0.6, secs - 0.1);
+    // Not 0.9: a drift-correction slip on a loaded machine costs a window a few percent.
+    assert!(share > 0.75 && ch.tone_share(400.0, secs - 0.6, secs - 0.1) < 0.05, "G.722 part: 1 kHz share {share:.2} in {secs:.2} s, {:?} {stream:#}", windows(&ch, 1000.0, secs));
 }
 
 /// 25 packets of tone, a 160 ms key press of `5` (RFC 4733: ten updates, the last three with
@@ -362,4 +365,56 @@ async fn dtmf_is_never_audio_and_listed_only_when_enabled() {
     let stream = rec.stream(0);
     assert_eq!(stream["telephoneEvents"], 10, "{stream:#}");
     assert!(stream.get("dtmf").is_none(), "digits listed although off: {stream:#}");
+}
+
+#[tokio::test]
+async fn an_mline_added_by_reinvite_gets_a_spare_channel_at_its_place_in_the_file() {
+    let gw = Gateway::start(&format!("{PER_STREAM}[media]\nspare_streams = 1\n"));
+    let mut src = Src::new(&gw, "added@test").await;
+    let first = "m=audio 40000 RTP/AVP 0\r\na=label:1\r\na=sendonly\r\n";
+    assert_eq!(src.invite(&sdp(first)).await.status(), Some(200));
+    let (low, high) = (ulaw_tone(400.0, 12000.0, 3.0), ulaw_tone(1000.0, 12000.0, 3.0));
+    let mut tick = tokio::time::interval(PACKET);
+    for i in 0..50u16 {
+        tick.tick().await;
+        let at = usize::from(i) * 160;
+        src.send(&rtp(0, i, u32::from(i) * 160, 0xadd1, &low[at..at + 160])).await;
+    }
+    let answer = src.reinvite(&sdp(&format!("{first}m=audio 40002 RTP/AVP 0\r\na=label:2\r\na=sendonly\r\n"))).await;
+    let ports: Vec<u16> = answer.lines().filter_map(|l| l.strip_prefix("m=audio ")?.split(' ').next()?.parse().ok()).collect();
+    assert!(ports.len() == 2 && ports[1] != 0 && ports[1] != ports[0], "{answer}");
+    let second = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+    // The next one finds no spare left: port 0.
+    let answer = src.reinvite(&sdp(&format!("{first}m=audio 40002 RTP/AVP 0\r\na=label:2\r\na=sendonly\r\nm=audio 40004 RTP/AVP 0\r\na=label:3\r\na=sendonly\r\n"))).await;
+    assert!(answer.contains(&format!("m=audio {} RTP/AVP 0", ports[1])) && answer.contains("m=audio 0 RTP/AVP 0"), "{answer}");
+    // Same ticker: the SRC's packet clock does not stop for the re-INVITEs (missed ticks burst).
+    for i in 50..100u16 {
+        tick.tick().await;
+        let at = usize::from(i) * 160;
+        src.send(&rtp(0, i, u32::from(i) * 160, 0xadd1, &low[at..at + 160])).await;
+        src.rtp.send_to(&rtp(0, i - 50, u32::from(i - 50) * 160, 0xadd2, &high[at..at + 160]), second).await.unwrap();
+    }
+    src.bye().await;
+
+    let rec = gw.wait_for_recording(1, WAIT);
+    assert_eq!(rec.wav.channels.len(), 2, "{:#}", rec.info["metaData"]["gateway"]);
+    let streams = rec.info["metaData"]["gateway"]["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2);
+    assert_eq!((streams[1]["label"].as_str(), streams[1]["packets"].as_u64()), (Some("2"), Some(50)));
+    let ch = rec.wav.channel(1);
+    let start = ch.first_sound().expect("the added stream is heard");
+    assert!((0.95..1.3).contains(&start), "starts at its place in the file: {start} s");
+    assert!(ch.tone_share(1000.0, start + 0.2, start + 0.8) > 0.9);
+    let ch0 = rec.wav.channel(0);
+    assert!(ch0.tone_share(400.0, 0.2, 1.8) > 0.9, "{:?} {:#}", windows(&ch0, 400.0, rec.wav.seconds()), rec.info["metaData"]["gateway"]);
+}
+
+/// Tone share and RMS per 100 ms window, for failure messages.
+fn windows(ch: &support::audio::Channel<'_>, freq: f64, secs: f64) -> Vec<(u32, u32)> {
+    (0..(secs * 10.0) as usize)
+        .map(|w| {
+            let (a, b) = (w as f64 / 10.0, (w + 1) as f64 / 10.0);
+            ((ch.tone_share(freq, a, b) * 100.0) as u32, ch.rms(a, b) as u32)
+        })
+        .collect()
 }

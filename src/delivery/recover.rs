@@ -246,6 +246,14 @@ fn recovered_info(
                     Ok(plans) if plans.len() == usize::from(shape.channels) => {
                         streams = plans.iter().map(|p| p.summary(Default::default())).collect();
                     }
+                    // `media.spare_streams`: the capture has channels for streams a re-INVITE
+                    // might add. Which were used is not known after a crash: they are left out.
+                    Ok(plans) if plans.len() < usize::from(shape.channels) => {
+                        let spare = usize::from(shape.channels) - plans.len();
+                        notes.push(format!("{spare} spare channels of the capture (media.spare_streams) are left out: a stream a re-INVITE added is not recovered"));
+                        streams = plans.iter().map(|p| p.summary(Default::default())).collect();
+                        streams.extend((0..spare).map(|_| ChannelSummary { label: None, codec: "unknown", stats: Default::default(), active: false, media: Default::default() }));
+                    }
                     Ok(plans) => notes.push(format!(
                         "the offer plans {} channels but the audio has {}: channels are unlabelled",
                         plans.len(),

@@ -105,6 +105,8 @@ pub enum Command {
     Add(Box<CallSetup>),
     /// A re-INVITE changed the call's streams (hold, resume, codec, keys, address).
     Update { key: u64, changes: Vec<StreamChange> },
+    /// A re-INVITE added a stream, on one of the capture's spare channels.
+    AddStream { key: u64, stream: Box<StreamSetup> },
     /// Finish the recording at `end` (the timeline is cut or padded to it) and report.
     End { key: u64, end: Instant, done: oneshot::Sender<CallResult> },
     /// Stop the thread (after every call was ended).
@@ -156,7 +158,7 @@ impl MediaHandle {
     pub fn send(&self, cmd: Command) {
         let key = match &cmd {
             Command::Add(setup) => setup.key,
-            Command::End { key, .. } | Command::Update { key, .. } => *key,
+            Command::End { key, .. } | Command::Update { key, .. } | Command::AddStream { key, .. } => *key,
             Command::Stop => {
                 self.shards.iter().for_each(|s| s.send(Command::Stop));
                 return;
@@ -225,6 +227,9 @@ struct Rx {
     resampler: Option<Resampler>,
     /// The resampler's group delay in RTP clock units, taken off each packet's timestamp.
     shift: u32,
+    /// The codec before a re-INVITE changed it, kept until the new one's first packet: the
+    /// SRC's last packets of the old codec may arrive after the change was applied.
+    previous: Option<Box<Previous>>,
     dtmf: DtmfDetector,
     /// RTP timestamp and arrival of the telephone-event packet that began the current event.
     event_start: Option<(u32, Instant)>,
@@ -253,6 +258,7 @@ impl Rx {
             decoder,
             resampler: None,
             shift: 0,
+            previous: None,
             dtmf: DtmfDetector::new(),
             event_start: None,
             srtp: None,
@@ -335,7 +341,11 @@ impl Rx {
             if ch.codec.codec != self.codec.codec {
                 match Decoder::new(ch.codec.codec) {
                     Ok(d) => {
-                        self.decoder = d;
+                        let old = std::mem::replace(&mut self.decoder, d);
+                        // Only on the same RTP clock: the timeline now counts in the new one.
+                        self.previous = (old.rtp_clock_rate() == self.decoder.rtp_clock_rate()).then(|| {
+                            Box::new(Previous { payload_type: self.codec.payload_type, decoder: old, resampler: self.resampler.take(), shift: self.shift })
+                        });
                         self.media.codec_changes += 1;
                         if let Some(dg) = self.dtmf.finish() {
                             self.record_digit(dg, t0, now);
@@ -375,6 +385,14 @@ impl Rx {
     }
 }
 
+/// The decoding state of the codec a re-INVITE replaced.
+struct Previous {
+    payload_type: u8,
+    decoder: Decoder,
+    resampler: Option<Resampler>,
+    shift: u32,
+}
+
 /// Reused per-thread buffers of the packet path.
 struct Scratch {
     pcm: Vec<i16>,
@@ -387,6 +405,7 @@ struct Call {
     span: tracing::Span,
     t0: Instant,
     rate: u32,
+    dtmf_in_metadata: bool,
     timeline: Timeline,
     /// Channel → the token of its RTP socket.
     by_channel: Vec<Option<usize>>,
@@ -544,6 +563,7 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                         span: setup.span,
                         t0: setup.t0,
                         rate: setup.rate,
+                        dtmf_in_metadata: setup.dtmf_in_metadata,
                         timeline,
                         by_channel: vec![None; setup.channels],
                         error: (recorded && wav.is_none()).then(|| "cannot write WAV header".to_string()),
@@ -556,31 +576,17 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                     });
                     call_index.insert(setup.key, index);
                     for (st, rx) in setup.streams.into_iter().zip(rxs) {
-                        let channel = st.channel;
-                        for (sock, rx) in [(st.rtp, rx), (st.rtcp, None)] {
-                            let is_rtp = rx.is_some();
-                            let socket = UdpSocket::from_std(sock);
-                            let token = streams.insert(Stream { call: index, channel, socket, rx });
-                            let registered = match streams.get_mut(token) {
-                                Some(s) => poll.registry().register(&mut s.socket, Token(token), Interest::READABLE),
-                                None => Ok(()),
-                            };
-                            match registered {
-                                Ok(()) => {
-                                    if let Some(call) = calls.get_mut(index) {
-                                        call.tokens.push(token);
-                                        if is_rtp && let Some(slot) = call.by_channel.get_mut(channel) {
-                                            *slot = Some(token);
-                                        }
-                                    }
-                                }
-                                Err(e) => {
-                                    warn!(error = %e, "cannot watch an RTP socket");
-                                    streams.remove(token);
-                                }
-                            }
-                        }
+                        watch(&poll, &mut streams, &mut calls, index, st, rx);
                     }
+                }
+                Command::AddStream { key, stream } => {
+                    let Some(&index) = call_index.get(&key) else { continue };
+                    let Some(call) = calls.get_mut(index) else { continue };
+                    let rx = {
+                        let _in_call = call.span.enter();
+                        Rx::new(&stream, call.rate, call.dtmf_in_metadata, &mut call.timeline).map(Box::new)
+                    };
+                    watch(&poll, &mut streams, &mut calls, index, *stream, rx);
                 }
                 Command::Update { key, changes } => apply_update(&mut calls, &call_index, &mut streams, key, &changes, now),
                 Command::End { key, end, done } => {
@@ -677,6 +683,60 @@ fn finish(call: &mut Call, end: Instant) -> CallResult {
     CallResult { stats, media: Vec::new(), rate: call.rate, frames, error, file: audio }
 }
 
+/// Registers a stream's RTP and RTCP sockets with the poll, under the call at `index`.
+fn watch(poll: &Poll, streams: &mut Slab<Stream>, calls: &mut Slab<Call>, index: usize, st: StreamSetup, rx: Option<Box<Rx>>) {
+    let channel = st.channel;
+    for (sock, rx) in [(st.rtp, rx), (st.rtcp, None)] {
+        let is_rtp = rx.is_some();
+        let socket = UdpSocket::from_std(sock);
+        let token = streams.insert(Stream { call: index, channel, socket, rx });
+        let registered = match streams.get_mut(token) {
+            Some(s) => poll.registry().register(&mut s.socket, Token(token), Interest::READABLE),
+            None => Ok(()),
+        };
+        match registered {
+            Ok(()) => {
+                if let Some(call) = calls.get_mut(index) {
+                    call.tokens.push(token);
+                    if is_rtp && let Some(slot) = call.by_channel.get_mut(channel) {
+                        *slot = Some(token);
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot watch an RTP socket");
+                streams.remove(token);
+            }
+        }
+    }
+}
+
+/// Decodes one audio packet, resamples it to the call's rate and places it.
+#[allow(clippy::too_many_arguments)] // the packet path's state, borrowed apart
+fn decode_and_place(
+    decoder: &mut Decoder,
+    resampler: Option<&mut Resampler>,
+    shift: u32,
+    pkt: &rtp_types::RtpPacket<'_>,
+    pcm: &mut [i16],
+    resampled: &mut [i16],
+    timeline: &mut Timeline,
+    channel: usize,
+    now: Instant,
+) {
+    let n = decoder.decode(pkt.payload(), pcm);
+    let (samples, timestamp) = match resampler {
+        Some(r) => {
+            let m = r.process(&pcm[..n], resampled);
+            // The resampler's output lags its input by its group delay.
+            (&resampled[..m], pkt.timestamp().wrapping_sub(shift))
+        }
+        None => (&pcm[..n], pkt.timestamp()),
+    };
+    let meta = RtpMeta { ssrc: pkt.ssrc(), seq: pkt.sequence_number(), timestamp, marker: pkt.marker_bit() };
+    timeline.place(channel, now, meta, samples);
+}
+
 /// Applies a re-INVITE's changes to a call's streams.
 fn apply_update(calls: &mut Slab<Call>, call_index: &HashMap<u64, usize>, streams: &mut Slab<Stream>, key: u64, changes: &[StreamChange], now: Instant) {
     let Some(call) = call_index.get(&key).and_then(|&i| calls.get_mut(i)) else { return };
@@ -711,9 +771,10 @@ fn on_packet(call: &mut Call, rx: &mut Rx, channel: usize, scratch: &mut Scratch
     if rx.srtp_broken {
         return;
     }
+    let Scratch { pcm, resampled, srtp: srtp_buf } = scratch;
     let data: &[u8] = match rx.srtp.as_mut() {
         Some(srtp) => {
-            let Some(buf) = scratch.srtp.get_mut(..datagram.len()) else { return };
+            let Some(buf) = srtp_buf.get_mut(..datagram.len()) else { return };
             buf.copy_from_slice(datagram);
             match srtp.decrypt_rtp(buf) {
                 Ok(n) => &buf[..n.min(buf.len())],
@@ -732,17 +793,13 @@ fn on_packet(call: &mut Call, rx: &mut Rx, channel: usize, scratch: &mut Scratch
     }
     match codec::classify(&rx.codec, pkt.payload_type()) {
         PayloadKind::Audio => {
-            let n = rx.decoder.decode(pkt.payload(), &mut scratch.pcm);
-            let (samples, timestamp) = match rx.resampler.as_mut() {
-                Some(r) => {
-                    let m = r.process(&scratch.pcm[..n], &mut scratch.resampled);
-                    // The resampler's output lags its input by its group delay.
-                    (&scratch.resampled[..m], pkt.timestamp().wrapping_sub(rx.shift))
-                }
-                None => (&scratch.pcm[..n], pkt.timestamp()),
-            };
-            let meta = RtpMeta { ssrc: pkt.ssrc(), seq: pkt.sequence_number(), timestamp, marker: pkt.marker_bit() };
-            call.timeline.place(channel, now, meta, samples);
+            rx.previous = None; // the new codec has begun
+            decode_and_place(&mut rx.decoder, rx.resampler.as_mut(), rx.shift, &pkt, pcm, resampled, &mut call.timeline, channel, now);
+        }
+        PayloadKind::Unknown if rx.previous.as_ref().is_some_and(|p| p.payload_type == pkt.payload_type()) => {
+            if let Some(p) = rx.previous.as_mut() {
+                decode_and_place(&mut p.decoder, p.resampler.as_mut(), p.shift, &pkt, pcm, resampled, &mut call.timeline, channel, now);
+            }
         }
         PayloadKind::TelephoneEvent => {
             // RFC 4733: never audio; the span it covers stays silent.
