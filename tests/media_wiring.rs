@@ -310,9 +310,10 @@ async fn codec_change_mid_call_swaps_the_decoder_on_the_same_channel() {
     assert!(ch.tone_share(400.0, 0.2, 0.9) > 0.9, "PCMU part");
     // From 0.8 s after the switch: the G.722 decoder's first ~0.5 s follow its own adaptation
     // rather than the test encoder's (src/media/codec.rs, the oracle test).
-    let share = ch.tone_share(1000.0, secs - 0.6, secs - 0.1);
-    // Not 0.9: a drift-correction slip on a loaded machine costs a window a few percent.
-    assert!(share > 0.75 && ch.tone_share(400.0, secs - 0.6, secs - 0.1) < 0.05, "G.722 part: 1 kHz share {share:.2} in {secs:.2} s, {:?} {stream:#}", windows(&ch, 1000.0, secs));
+    // Zero crossings rather than the tone's share: a drift-correction slip (the test's sender
+    // jitters when the suite runs in parallel) shifts the phase, which a share measure punishes.
+    let hz = ch.zero_crossing_hz(secs - 0.8, secs - 0.1);
+    assert!((hz - 1000.0).abs() < 30.0 && ch.tone_share(400.0, secs - 0.8, secs - 0.1) < 0.05, "G.722 part: {hz:.0} Hz in {secs:.2} s, {:?} {stream:#}", windows(&ch, 1000.0, secs));
 }
 
 /// 25 packets of tone, a 160 ms key press of `5` (RFC 4733: ten updates, the last three with
