@@ -99,8 +99,8 @@ fn on_hold(m: &MediaDescription, offer: &SessionDescription) -> bool {
 }
 
 /// How an m-line's transport is to be taken under `policy`: `Err(())` refuses the line,
-/// `Ok(None)` is plain RTP, `Ok(Some(..))` SRTP with the offer's chosen key. `with_keys =
-/// false` (recovery, where keys were redacted) takes any `RTP/SAVP` line without reading keys.
+/// `Ok(None)` is plain RTP, `Ok(Some(..))` SRTP with the offer's chosen key (`keep`, the
+/// stream's current keys, when the offer repeats its key: RFC 4568 §7.1.4).
 fn transport(m: &MediaDescription, policy: SrtpPolicy, keep: Option<&SrtpPlan>) -> Result<Option<SrtpPlan>, ()> {
     match (profile(m), policy) {
         (None, _) | (Some(false), SrtpPolicy::Require) | (Some(true), SrtpPolicy::Refuse) => Err(()),
@@ -165,7 +165,12 @@ fn plan(offer: &SessionDescription, max_streams: usize, policy: SrtpPolicy, with
         plans.push(StreamPlan { mline: i, channel: plans.len(), label: m.label.clone(), codec, active, held, remote, srtp });
     }
     if plans.is_empty() {
-        let why = if srtp_refused { format!(" under media.srtp = {policy:?}, or no usable a=crypto") } else { String::new() };
+        let name = match policy {
+            SrtpPolicy::Accept => "accept",
+            SrtpPolicy::Require => "require",
+            SrtpPolicy::Refuse => "refuse",
+        };
+        let why = if srtp_refused { format!(" under media.srtp = {name}, or no usable a=crypto") } else { String::new() };
         return Err(Refusal {
             code: 488,
             reason: "Not Acceptable Here",
