@@ -131,6 +131,9 @@ pub struct MediaConfig {
     pub reorder_window: Duration,
     /// Most m-lines we record in one call; an offer with more gets 488.
     pub max_streams: usize,
+    /// Capture channels kept free at the INVITE for m-lines a re-INVITE adds (a WAV cannot
+    /// gain a channel mid-call); unused ones are dropped from the delivered file.
+    pub spare_streams: usize,
     /// A stream latched to one RTP source takes another source only after the first has
     /// been silent this long (an SBC failover).
     #[serde(deserialize_with = "de_duration")]
@@ -151,6 +154,7 @@ impl Default for MediaConfig {
             rtp_timeout: Duration::from_secs(120),
             reorder_window: Duration::from_millis(60),
             max_streams: 16,
+            spare_streams: 0,
             relatch_after: Duration::from_secs(2),
             srtp: SrtpPolicy::Accept,
             dtmf_in_metadata: false,
@@ -519,6 +523,9 @@ impl Config {
         }
         if self.media.reorder_window > Duration::from_millis(1000) {
             return Err(ConfigError::Invalid { key: "media.reorder_window", reason: "at most 1000ms".into() });
+        }
+        if self.media.spare_streams > 16 {
+            return Err(ConfigError::Invalid { key: "media.spare_streams", reason: "at most 16".into() });
         }
         if self.media.max_streams == 0 {
             return Err(ConfigError::Invalid { key: "media.max_streams", reason: "must be at least 1".into() });

@@ -7,11 +7,11 @@
 
 use std::time::{Instant, SystemTime};
 
-use crate::config::header_pattern_matches;
-use crate::media::g711::Law;
+use crate::config::{SrtpPolicy, header_pattern_matches};
+use crate::media::srtp::{self, CryptoOffer, KeyMaterial};
 use crate::sip::Message;
 use crate::media::timeline::StreamStats;
-use crate::siprec::sdp::{AudioCodec, ChosenCodec, Direction, MediaAnswer, SessionDescription};
+use crate::siprec::sdp::{self, ChosenCodec, Direction, MediaAnswer, MediaDescription, SessionDescription};
 use crate::mapping::{CallSummary, ChannelSummary, LayoutKind, MappingRules, MetadataChange};
 use crate::siprec::{self, MetadataOutcome, OfferError, OfferLimits};
 
@@ -43,49 +43,138 @@ pub struct StreamPlan {
     pub label: Option<String>,
     pub codec: ChosenCodec,
     /// Whether the stream was ever offered in a direction that carries audio (a stream offered
-    /// `a=inactive` and never activated makes no channel).
+    /// `a=inactive` and never activated makes no channel). Set once a re-INVITE activates it.
     pub active: bool,
+    /// Whether the latest offer puts the stream on hold: `a=inactive`/`a=recvonly` from the SRC,
+    /// `c=0.0.0.0` (RFC 2543 hold), or port 0 in a re-INVITE. Nothing is expected while held.
+    pub held: bool,
+    /// The SRC's address for the stream as offered (a change re-opens the RTP latch).
+    pub remote: Option<std::net::SocketAddr>,
+    /// SDES keys of an `RTP/SAVP` stream: the SRC's (to decrypt) and ours (for the answer).
+    pub srtp: Option<SrtpPlan>,
+}
+
+/// The SDES keys of one SRTP stream (RFC 4568). Debug output never shows a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtpPlan {
+    /// The offer's line we use (its key decrypts the SRC's packets).
+    pub offer: CryptoOffer,
+    /// Our key, for the answer only: the recorder never sends.
+    pub ours: KeyMaterial,
+}
+
+impl SrtpPlan {
+    /// Our `a=crypto` value (same tag and suite as the offer).
+    pub fn answer_line(&self) -> String {
+        self.offer.answer_line(&self.ours)
+    }
 }
 
 impl StreamPlan {
-    pub fn law(&self) -> Law {
-        match self.codec.codec {
-            AudioCodec::Pcma => Law::A,
-            _ => Law::Mu,
-        }
-    }
-
     pub fn codec_name(&self) -> &'static str {
         self.codec.codec.encoding_name()
     }
 
     /// The stream as the mapping sees it, with what the media thread counted.
     pub fn summary(&self, stats: StreamStats) -> ChannelSummary {
-        ChannelSummary { label: self.label.clone(), codec: self.codec_name(), stats, active: self.active }
+        ChannelSummary { label: self.label.clone(), codec: self.codec_name(), stats, active: self.active, media: Default::default() }
+    }
+}
+
+/// Whether an m-line's profile is SRTP (`RTP/SAVP`, `RTP/SAVPF`), plain RTP, or neither.
+fn profile(m: &MediaDescription) -> Option<bool> {
+    let p = m.protocol.to_ascii_uppercase();
+    match p.as_str() {
+        "RTP/AVP" | "RTP/AVPF" => Some(false),
+        "RTP/SAVP" | "RTP/SAVPF" => Some(true),
+        _ => None,
+    }
+}
+
+/// Whether the offer puts `m` on hold (nothing flows from the SRC to us).
+fn on_hold(m: &MediaDescription, offer: &SessionDescription) -> bool {
+    // RFC 3264 §8.4 (a=inactive / a=recvonly from the sender), RFC 2543's c=0.0.0.0.
+    matches!(m.direction, Direction::Inactive | Direction::RecvOnly)
+        || m.connection_or(offer).is_some_and(|ip| ip.is_unspecified())
+}
+
+/// How an m-line's transport is to be taken under `policy`: `Err(())` refuses the line,
+/// `Ok(None)` is plain RTP, `Ok(Some(..))` SRTP with the offer's chosen key (`keep`, the
+/// stream's current keys, when the offer repeats its key: RFC 4568 §7.1.4).
+fn transport(m: &MediaDescription, policy: SrtpPolicy, keep: Option<&SrtpPlan>) -> Result<Option<SrtpPlan>, ()> {
+    match (profile(m), policy) {
+        (None, _) | (Some(false), SrtpPolicy::Require) | (Some(true), SrtpPolicy::Refuse) => Err(()),
+        (Some(false), _) => Ok(None),
+        (Some(true), _) => {
+            let values: Vec<&str> = m.crypto.iter().map(String::as_str).collect();
+            let offer = srtp::choose(&values).ok_or(())?;
+            // RFC 4568 §7.1.4: the same key and parameters keep our key (and the receiver).
+            if let Some(old) = keep.filter(|k| k.offer.same_context(&offer) && k.offer.tag == offer.tag) {
+                return Ok(Some(old.clone()));
+            }
+            let ours = KeyMaterial::generate(offer.suite).map_err(|_| ())?;
+            Ok(Some(SrtpPlan { offer, ours }))
+        }
     }
 }
 
 /// Which m-lines we record: every audio m-line with a port and a codec we decode becomes a
-/// channel, in m-line order. None at all, or more than `max_streams`, is refused with 488.
+/// channel, in m-line order (plain RTP or SRTP as `media.srtp` allows; see
+/// [`plan_streams_with`]). None at all, or more than `max_streams`, is refused with 488.
 pub fn plan_streams(offer: &SessionDescription, max_streams: usize) -> Result<Vec<StreamPlan>, Refusal> {
+    plan_streams_with(offer, max_streams, SrtpPolicy::Accept)
+}
+
+/// [`plan_streams`] under an SRTP policy: `RTP/SAVP` lines need a usable `a=crypto`
+/// ([`srtp::choose`]) and are refused (port 0) under `refuse`; plain lines are refused under
+/// `require`.
+pub fn plan_streams_with(offer: &SessionDescription, max_streams: usize, policy: SrtpPolicy) -> Result<Vec<StreamPlan>, Refusal> {
+    plan(offer, max_streams, policy, true)
+}
+
+/// The channels a recording made from `offer` has, without reading SDES keys (for recovering a
+/// recording whose `call.json` has its keys redacted).
+pub fn recorded_streams(offer: &SessionDescription) -> Result<Vec<StreamPlan>, Refusal> {
+    plan(offer, usize::MAX, SrtpPolicy::Accept, false)
+}
+
+fn plan(offer: &SessionDescription, max_streams: usize, policy: SrtpPolicy, with_keys: bool) -> Result<Vec<StreamPlan>, Refusal> {
     let mut plans = Vec::new();
+    let mut srtp_refused = false;
     for (i, m) in offer.media.iter().enumerate() {
-        // Plain RTP only: an SRTP (`RTP/SAVP`) stream would be undecodable without its keys,
-        // which the media issue adds.
-        let plain_rtp = m.protocol.eq_ignore_ascii_case("RTP/AVP") || m.protocol.eq_ignore_ascii_case("RTP/AVPF");
-        if m.port == 0 || !plain_rtp {
+        if m.port == 0 {
             continue;
         }
-        if let Some(codec) = m.choose_codec() {
-            let active = m.direction != Direction::Inactive;
-            plans.push(StreamPlan { mline: i, channel: plans.len(), label: m.label.clone(), codec, active });
-        }
+        let Some(codec) = m.choose_codec() else { continue };
+        let srtp = if with_keys {
+            match transport(m, policy, None) {
+                Ok(s) => s,
+                Err(()) => {
+                    srtp_refused |= profile(m).is_some();
+                    continue;
+                }
+            }
+        } else if profile(m).is_some() {
+            None
+        } else {
+            continue;
+        };
+        let held = on_hold(m, offer);
+        let remote = m.connection_or(offer).map(|ip| std::net::SocketAddr::new(ip, m.port));
+        let active = m.direction != Direction::Inactive;
+        plans.push(StreamPlan { mline: i, channel: plans.len(), label: m.label.clone(), codec, active, held, remote, srtp });
     }
     if plans.is_empty() {
+        let name = match policy {
+            SrtpPolicy::Accept => "accept",
+            SrtpPolicy::Require => "require",
+            SrtpPolicy::Refuse => "refuse",
+        };
+        let why = if srtp_refused { format!(" under media.srtp = {name}, or no usable a=crypto") } else { String::new() };
         return Err(Refusal {
             code: 488,
             reason: "Not Acceptable Here",
-            detail: "no plain-RTP audio stream with a codec we decode (PCMU, PCMA)".into(),
+            detail: format!("no RTP audio stream with a codec we decode ({}){why}", sdp::DECODED_CODECS),
         });
     }
     if plans.len() > max_streams {
@@ -103,10 +192,117 @@ pub fn plan_streams(offer: &SessionDescription, max_streams: usize) -> Result<Ve
 pub fn media_answers(offer: &SessionDescription, plans: &[StreamPlan], ports: &[u16]) -> Vec<MediaAnswer> {
     (0..offer.media.len())
         .map(|i| match plans.iter().position(|p| p.mline == i) {
-            Some(k) => MediaAnswer { port: ports.get(k).copied().unwrap_or(0), codec: Some(plans[k].codec) },
-            None => MediaAnswer { port: 0, codec: None },
+            Some(k) => MediaAnswer {
+                port: ports.get(k).copied().unwrap_or(0),
+                codec: Some(plans[k].codec),
+                crypto: plans[k].srtp.as_ref().map(SrtpPlan::answer_line),
+            },
+            None => MediaAnswer { port: 0, codec: None, crypto: None },
         })
         .collect()
+}
+
+/// What a re-INVITE changes for one recorded stream (the media thread applies it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamChange {
+    pub channel: usize,
+    pub codec: ChosenCodec,
+    pub held: bool,
+    /// The SRC's offered address moved: the RTP latch takes the next source.
+    pub moved: bool,
+    pub srtp: SrtpChange,
+}
+
+/// The SRTP part of a [`StreamChange`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SrtpChange {
+    /// Same key and parameters (RFC 4568 §7.1.4): keep the receiver with its ROC and replay
+    /// state (also: still plain RTP).
+    Keep,
+    /// A new key or suite: a new receiver.
+    New(CryptoOffer),
+    /// Plain RTP from now on.
+    Off,
+}
+
+/// Applies a re-INVITE's offer to the call's streams (RFC 3264 §8): the answer per m-line and
+/// what changes per recorded stream. Streams keep their channel, port and timeline; a stream
+/// whose line is now unusable (port 0, no codec we decode, a transport `policy` refuses) is
+/// answered with port 0 and held. A new m-line takes one of the capture's spare channels
+/// (`capacity` = the capture's channel count, `media.spare_streams` more than the INVITE's
+/// streams); with none left it gets port 0: a WAV cannot gain a channel mid-call.
+pub fn replan(
+    plans: &mut Vec<StreamPlan>,
+    ports: &[u16],
+    offer: &SessionDescription,
+    policy: SrtpPolicy,
+    capacity: usize,
+) -> Reinvite {
+    let mut changes = Vec::new();
+    let mut added = Vec::new();
+    let answers = offer
+        .media
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let refused = MediaAnswer { port: 0, codec: None, crypto: None };
+            let Some(k) = plans.iter().position(|p| p.mline == i) else {
+                // A new m-line: a spare capture channel if one is left. Its port is bound by
+                // the caller, who fills it into the answer.
+                if plans.len() >= capacity || m.port == 0 {
+                    return refused;
+                }
+                let Some(codec) = m.choose_codec() else { return refused };
+                let Ok(srtp) = transport(m, policy, None) else { return refused };
+                let held = on_hold(m, offer);
+                let remote = m.connection_or(offer).map(|ip| std::net::SocketAddr::new(ip, m.port));
+                let crypto = srtp.as_ref().map(SrtpPlan::answer_line);
+                added.push(plans.len());
+                plans.push(StreamPlan { mline: i, channel: plans.len(), label: m.label.clone(), codec, active: !held, held, remote, srtp });
+                return MediaAnswer { port: 0, codec: Some(codec), crypto };
+            };
+            let plan = &mut plans[k];
+            let usable = (m.port != 0)
+                .then(|| m.choose_codec())
+                .flatten()
+                .and_then(|codec| transport(m, policy, plan.srtp.as_ref()).ok().map(|srtp| (codec, srtp)));
+            let Some((codec, srtp)) = usable else {
+                plan.held = true;
+                changes.push(StreamChange { channel: plan.channel, codec: plan.codec, held: true, moved: false, srtp: SrtpChange::Keep });
+                return refused;
+            };
+            let srtp_change = match (&plan.srtp, &srtp) {
+                (Some(old), Some(new)) if old == new => SrtpChange::Keep,
+                (None, None) => SrtpChange::Keep,
+                (_, Some(new)) => SrtpChange::New(new.offer.clone()),
+                (Some(_), None) => SrtpChange::Off,
+            };
+            let remote = m.connection_or(offer).map(|ip| std::net::SocketAddr::new(ip, m.port));
+            let held = on_hold(m, offer);
+            let moved = !held && remote.is_some() && remote != plan.remote;
+            if !held {
+                plan.remote = remote;
+            }
+            plan.held = held;
+            plan.active |= !held;
+            plan.codec = codec;
+            plan.srtp = srtp;
+            changes.push(StreamChange { channel: plan.channel, codec, held, moved, srtp: srtp_change });
+            MediaAnswer { port: ports.get(k).copied().unwrap_or(0), codec: Some(codec), crypto: plan.srtp.as_ref().map(SrtpPlan::answer_line) }
+        })
+        .collect();
+    Reinvite { answers, changes, added }
+}
+
+/// What [`replan`] decided for a re-INVITE.
+#[derive(Debug)]
+pub struct Reinvite {
+    /// The answer per m-line (an added stream's port still 0: the caller binds it).
+    pub answers: Vec<MediaAnswer>,
+    /// What changes on the streams recorded so far.
+    pub changes: Vec<StreamChange>,
+    /// Indexes into the plans of the streams the offer added (each on a spare channel).
+    pub added: Vec<usize>,
 }
 
 /// The file-system name of a recording: the sessionId with every character outside
@@ -306,6 +502,8 @@ pub struct Session {
     pub record: CallRecord,
     /// Why no audio is stored for this call (Tethr's recording settings exclude its agent).
     pub skipped: Option<String>,
+    /// Channels of the capture: the INVITE's streams plus `media.spare_streams`.
+    pub capacity: usize,
 }
 
 impl Session {
@@ -355,10 +553,105 @@ m=audio 10004 RTP/AVP 8\r\na=label:2\r\na=sendonly\r\n";
     }
 
     #[test]
-    fn srtp_streams_are_refused_until_srtp_is_supported() {
+    fn srtp_line_without_a_usable_key_is_refused() {
         let offer = sdp::parse(&OFFER.replace("10004 RTP/AVP 8", "10004 RTP/SAVP 8")).unwrap();
         let plans = plan_streams(&offer, 16).unwrap();
         assert_eq!(plans.iter().map(|p| p.mline).collect::<Vec<_>>(), vec![0]);
+    }
+
+    const KEY: &str = "AES_CM_128_HMAC_SHA1_80 inline:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH";
+
+    fn savp_offer() -> SessionDescription {
+        sdp::parse(&OFFER.replace("10004 RTP/AVP 8\r\n", &format!("10004 RTP/SAVP 8\r\na=crypto:2 {KEY}\r\n"))).unwrap()
+    }
+
+    #[test]
+    fn srtp_policy_decides_which_lines_are_recorded() {
+        let offer = savp_offer();
+        let mlines = |policy| plan_streams_with(&offer, 16, policy).map(|p| p.iter().map(|p| (p.mline, p.srtp.is_some())).collect::<Vec<_>>());
+        assert_eq!(mlines(SrtpPolicy::Accept).unwrap(), vec![(0, false), (2, true)]);
+        assert_eq!(mlines(SrtpPolicy::Require).unwrap(), vec![(2, true)]);
+        assert_eq!(mlines(SrtpPolicy::Refuse).unwrap(), vec![(0, false)]);
+        let only_srtp = sdp::parse(&format!("v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 10004 RTP/SAVP 0\r\na=crypto:1 {KEY}\r\n")).unwrap();
+        let r = plan_streams_with(&only_srtp, 16, SrtpPolicy::Refuse).unwrap_err();
+        assert_eq!(r.code, 488);
+        assert!(r.detail.contains("media.srtp"), "{}", r.detail);
+    }
+
+    #[test]
+    fn srtp_answer_has_our_own_key_with_the_offers_tag() {
+        let offer = savp_offer();
+        let plans = plan_streams(&offer, 16).unwrap();
+        let answers = media_answers(&offer, &plans, &[30000, 30002]);
+        let crypto = answers[2].crypto.as_deref().unwrap();
+        assert!(crypto.starts_with("2 AES_CM_128_HMAC_SHA1_80 inline:"), "{crypto}");
+        assert!(!crypto.contains("BwcHBwcH"), "our key, not the SRC's");
+        let text = sdp::build_answer(&offer, &answers, "192.0.2.9".parse().unwrap(), 1, 1);
+        assert!(text.contains(&format!("m=audio 30002 RTP/SAVP 8\r\na=rtpmap:8 PCMA/8000\r\na=label:2\r\na=crypto:{crypto}\r\n")), "{text}");
+        assert!(!format!("{:?}{:?}", answers[2], plans[1]).contains(&crypto[33..]), "Debug shows no key");
+    }
+
+    fn reinvite(plans: &mut Vec<StreamPlan>, text: &str) -> (Vec<MediaAnswer>, Vec<StreamChange>) {
+        let r = replan(plans, &[30000, 30002], &sdp::parse(text).unwrap(), SrtpPolicy::Accept, 2);
+        (r.answers, r.changes)
+    }
+
+    #[test]
+    fn hold_and_resume_by_reinvite() {
+        let mut plans = plan_streams(&sdp::parse(OFFER).unwrap(), 16).unwrap();
+        // a=inactive on the first stream, c=0.0.0.0 on the second (RFC 2543 hold).
+        let held = OFFER.replacen("a=label:1\r\na=sendonly", "a=label:1\r\na=inactive", 1).replace("m=audio 10004 RTP/AVP 8\r\n", "m=audio 10004 RTP/AVP 8\r\nc=IN IP4 0.0.0.0\r\n");
+        let (answers, changes) = reinvite(&mut plans, &held);
+        assert_eq!(changes.iter().map(|c| (c.channel, c.held)).collect::<Vec<_>>(), vec![(0, true), (1, true)]);
+        assert_eq!(answers.iter().map(|a| a.port).collect::<Vec<_>>(), vec![30000, 0, 30002], "held streams keep their ports");
+        let text = sdp::build_answer(&sdp::parse(&held).unwrap(), &answers, "192.0.2.9".parse().unwrap(), 1, 2);
+        assert_eq!(text.matches("a=inactive").count(), 1, "{text}");
+        assert_eq!(text.matches("a=recvonly").count(), 1, "sendonly to a null address: still recvonly\n{text}");
+        let (_, changes) = reinvite(&mut plans, OFFER);
+        assert!(changes.iter().all(|c| !c.held && !c.moved && c.srtp == SrtpChange::Keep), "{changes:?}");
+        assert!(plans.iter().all(|p| p.active && !p.held));
+    }
+
+    #[test]
+    fn reinvite_changes_codec_address_and_refuses_new_mlines() {
+        let mut plans = plan_streams(&sdp::parse(OFFER).unwrap(), 16).unwrap();
+        let text = format!("{}m=audio 10006 RTP/AVP 0\r\na=label:3\r\n", OFFER.replace("10004 RTP/AVP 8", "10008 RTP/AVP 9"));
+        let (answers, changes) = reinvite(&mut plans, &text);
+        assert_eq!(answers.iter().map(|a| a.port).collect::<Vec<_>>(), vec![30000, 0, 30002, 0]);
+        assert_eq!((changes[1].codec.codec, changes[1].moved), (sdp::AudioCodec::G722, true));
+        assert_eq!(plans[1].codec_name(), "G722");
+        // The line disabled (port 0): answered port 0 and held until it comes back.
+        let (answers, changes) = reinvite(&mut plans, &OFFER.replace("10004 RTP/AVP 8", "0 RTP/AVP 8"));
+        assert_eq!((answers[2].port, changes[1].held), (0, true));
+    }
+
+    #[test]
+    fn new_mline_takes_a_spare_channel() {
+        let mut plans = plan_streams(&sdp::parse(OFFER).unwrap(), 16).unwrap();
+        let text = format!("{OFFER}m=audio 10006 RTP/AVP 0\r\na=label:3\r\na=sendonly\r\n");
+        let r = replan(&mut plans, &[30000, 30002], &sdp::parse(&text).unwrap(), SrtpPolicy::Accept, 3);
+        assert_eq!(r.added, vec![2]);
+        assert_eq!((plans[2].mline, plans[2].channel, plans[2].label.as_deref(), plans[2].active), (3, 2, Some("3"), true));
+        assert!(r.answers[3].codec.is_some());
+        // Offered again: the same stream, no second channel.
+        let r = replan(&mut plans, &[30000, 30002, 30004], &sdp::parse(&text).unwrap(), SrtpPolicy::Accept, 3);
+        assert!(r.added.is_empty());
+        assert_eq!(r.answers[3].port, 30004);
+    }
+
+    #[test]
+    fn srtp_receiver_is_kept_when_the_reinvite_repeats_the_key() {
+        let offer = savp_offer();
+        let mut plans = plan_streams(&offer, 16).unwrap();
+        let ours = plans[1].srtp.clone().unwrap().ours;
+        let text = OFFER.replace("10004 RTP/AVP 8\r\n", &format!("10004 RTP/SAVP 8\r\na=crypto:2 {KEY}\r\n"));
+        let (_, changes) = reinvite(&mut plans, &text);
+        assert_eq!(changes[1].srtp, SrtpChange::Keep);
+        assert_eq!(plans[1].srtp.as_ref().unwrap().ours, ours, "our key kept (RFC 4568 §7.1.4)");
+        let (_, changes) = reinvite(&mut plans, &text.replace("inline:BwcH", "inline:CwcH"));
+        assert!(matches!(changes[1].srtp, SrtpChange::New(_)));
+        let (_, changes) = reinvite(&mut plans, OFFER);
+        assert_eq!(changes[1].srtp, SrtpChange::Off);
     }
 
     #[test]

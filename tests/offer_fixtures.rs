@@ -220,6 +220,7 @@ fn rfc7865_audio_video_offer_answer_rejects_video() {
         .map(|(i, m)| MediaAnswer {
             port: 30000 + 2 * i as u16,
             codec: m.choose_codec(),
+            crypto: None,
         })
         .collect();
     assert_eq!(answers[2].codec, None);
@@ -259,10 +260,12 @@ fn cube_inactive_streams_are_answered_inactive() {
         MediaAnswer {
             port: 4000,
             codec: chosen,
+            crypto: None,
         },
         MediaAnswer {
             port: 4002,
             codec: chosen,
+            crypto: None,
         },
     ];
     let answer = sdp::build_answer(&offer.sdp, &answers, IpAddr::V4(Ipv4Addr::LOCALHOST), 1, 1);

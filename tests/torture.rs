@@ -396,6 +396,6 @@ fn rfc5118_sdp_addresses_and_the_ipv6_answer() {
     let m = request("rfc5118-ipv4-mapped-ipv6.sip");
     let offer = siprec::parse_offer(m.header("Content-Type"), &m.body, &OfferLimits::default()).unwrap();
     assert_eq!(offer.sdp.media[0].connection_or(&offer.sdp), Some("::ffff:198.51.100.3".parse().unwrap()));
-    let answer = sdp::build_answer(&offer.sdp, &[MediaAnswer { port: 0, codec: None }; 2], ours, 7, 1);
+    let answer = sdp::build_answer(&offer.sdp, &vec![MediaAnswer { port: 0, codec: None, crypto: None }; 2], ours, 7, 1);
     assert!(answer.contains("\r\nm=audio 0 "), "{answer}");
 }

@@ -138,6 +138,7 @@ pub fn sdp(data: &[u8]) {
             MediaAnswer {
                 port,
                 codec: m.choose_codec(),
+                crypto: None,
             }
         })
         .collect();

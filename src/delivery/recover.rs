@@ -242,9 +242,17 @@ fn recovered_info(
         Some(r) => {
             match siprec::parse_offer(r.offer_content_type.as_deref(), r.offer_body.as_bytes(), &finishing.limits) {
                 // The offer was accepted when the call started, whatever the limit now.
-                Ok(offer) => match session::plan_streams(&offer.sdp, usize::MAX) {
+                Ok(offer) => match session::recorded_streams(&offer.sdp) {
                     Ok(plans) if plans.len() == usize::from(shape.channels) => {
                         streams = plans.iter().map(|p| p.summary(Default::default())).collect();
+                    }
+                    // `media.spare_streams`: the capture has channels for streams a re-INVITE
+                    // might add. Which were used is not known after a crash: they are left out.
+                    Ok(plans) if plans.len() < usize::from(shape.channels) => {
+                        let spare = usize::from(shape.channels) - plans.len();
+                        notes.push(format!("{spare} spare channels of the capture (media.spare_streams) are left out: a stream a re-INVITE added is not recovered"));
+                        streams = plans.iter().map(|p| p.summary(Default::default())).collect();
+                        streams.extend((0..spare).map(|_| ChannelSummary { label: None, codec: "unknown", stats: Default::default(), active: false, media: Default::default() }));
                     }
                     Ok(plans) => notes.push(format!(
                         "the offer plans {} channels but the audio has {}: channels are unlabelled",
@@ -279,7 +287,7 @@ fn recovered_info(
     };
     if streams.is_empty() {
         streams = (0..shape.channels)
-            .map(|_| ChannelSummary { label: None, codec: "unknown", stats: Default::default(), active: true })
+            .map(|_| ChannelSummary { label: None, codec: "unknown", stats: Default::default(), active: true, media: Default::default() })
             .collect();
     }
     notes.push(STATS_NOTE.to_string());
@@ -298,7 +306,7 @@ fn recovered_info(
     // build_info reports zeros for statistics it was not given; here they are unknown.
     if let Some(Value::Array(streams)) = mapped.info.pointer_mut("/metaData/gateway/streams") {
         for stream in streams.iter_mut().filter_map(Value::as_object_mut) {
-            for key in ["packets", "lost", "late", "duplicates", "reanchors", "driftInserted", "driftDropped", "foreign", "silent"] {
+            for key in ["packets", "lost", "late", "duplicates", "reanchors", "driftInserted", "driftDropped", "foreign", "silent", "unknownPayloadTypes", "comfortNoise", "telephoneEvents"] {
                 stream.remove(key);
             }
         }

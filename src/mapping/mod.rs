@@ -42,6 +42,8 @@ pub struct ChannelSummary {
     /// Whether the stream was ever offered in a direction that carries audio (not
     /// `a=inactive` throughout the call).
     pub active: bool,
+    /// Codec, SRTP and DTMF counters of the media thread.
+    pub media: crate::media::StreamMedia,
 }
 
 impl ChannelSummary {
@@ -510,6 +512,36 @@ fn gateway_json(s: &CallSummary<'_>, layout: &Layout, sides: &[Option<Side>], h:
             st.insert("driftDropped".into(), json!(ch.stats.drift_dropped));
             st.insert("foreign".into(), json!(ch.stats.foreign));
             st.insert("silent".into(), json!(ch.stats.packets == 0));
+            let m = &ch.media;
+            st.insert("unknownPayloadTypes".into(), json!(m.unknown_payloads));
+            st.insert("comfortNoise".into(), json!(m.comfort_noise));
+            st.insert("telephoneEvents".into(), json!(m.telephone_events));
+            if m.rejected > 0 {
+                st.insert("rejected".into(), json!(m.rejected));
+            }
+            if m.codec_changes > 0 {
+                st.insert("codecChanges".into(), json!(m.codec_changes));
+            }
+            if let Some((suite, srtp)) = &m.srtp {
+                st.insert(
+                    "srtp".into(),
+                    json!({
+                        "suite": suite,
+                        "decrypted": srtp.decrypted,
+                        "authFailures": srtp.auth_failures,
+                        "replayed": srtp.replayed,
+                        "malformed": srtp.malformed,
+                        "rtcpDecrypted": srtp.rtcp_decrypted,
+                    }),
+                );
+            }
+            if let Some(digits) = &m.dtmf {
+                let digits: Vec<Value> = digits
+                    .iter()
+                    .map(|d| json!({ "digit": d.digit.to_string(), "atMs": d.at_ms, "durationMs": d.duration_ms }))
+                    .collect();
+                st.insert("dtmf".into(), Value::Array(digits));
+            }
             if !ch.usable() {
                 st.insert("inactive".into(), json!(true));
             }

@@ -65,7 +65,7 @@ impl Call {
             len_ms: 60_500,
             streams: labels
                 .iter()
-                .map(|l| ChannelSummary { label: Some(l.to_string()), codec: "PCMU", stats, active: true })
+                .map(|l| ChannelSummary { label: Some(l.to_string()), codec: "PCMU", stats, active: true, media: Default::default() })
                 .collect(),
             changes: Vec::new(),
             rules: MappingRules::default(),
@@ -486,7 +486,7 @@ fn no_metadata_puts_the_first_stream_on_the_agent_channel() {
 fn an_inactive_stream_that_never_carried_audio_makes_no_channel() {
     let mut call = Call::new(&["1", "2", "3"]).invite(two_party());
     call.streams[2] =
-        ChannelSummary { label: Some("3".into()), codec: "PCMU", stats: StreamStats::default(), active: false };
+        ChannelSummary { label: Some("3".into()), codec: "PCMU", stats: StreamStats::default(), active: false, media: Default::default() };
     call.layout = LayoutKind::PerStream;
     let m = call.map();
     assert_eq!(
@@ -505,7 +505,7 @@ fn an_inactive_stream_that_never_carried_audio_makes_no_channel() {
 #[test]
 fn metadata_and_sdp_disagreements_are_warned() {
     let mut call = Call::new(&["1", "9"]).invite(two_party());
-    call.streams.push(ChannelSummary { label: None, codec: "PCMA", stats: StreamStats::default(), active: true });
+    call.streams.push(ChannelSummary { label: None, codec: "PCMA", stats: StreamStats::default(), active: true, media: Default::default() });
     let m = call.map();
     let w = m.info["metaData"]["mapping"]["warnings"].to_string();
     for expected in

@@ -60,6 +60,12 @@ impl Latch {
         }
     }
 
+    /// Forgets the source, so the next packet latches (a re-INVITE moved the SRC's address:
+    /// waiting `relatch_after` would cost audio). The foreign count is kept.
+    pub fn reset(&mut self) {
+        self.source = None;
+    }
+
     /// Packets ignored because they came from another source than the latched one.
     pub fn foreign(&self) -> u64 {
         self.foreign

@@ -545,6 +545,11 @@ impl SrtpReceiver {
     }
 
     /// What this stream has seen so far.
+    /// The suite this receiver decrypts.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
     pub fn stats(&self) -> SrtpStats {
         self.stats
     }

@@ -335,11 +335,14 @@ impl Timeline {
 
     /// Marks a channel's stream as on hold (nothing is expected) or resumed. Packets that come
     /// while held are placed as usual; the first packet after a resume re-anchors on its
-    /// arrival, as SRCs often restart their timestamps then.
+    /// arrival, as SRCs often restart their timestamps then. Their sequence numbers may
+    /// restart too: the first packet after a resume starts the numbering afresh rather than
+    /// being held back as a possible stray (RFC 3550 §A.1's probation).
     pub fn set_held(&mut self, channel: usize, held: bool) {
         let Some(c) = self.channels.get_mut(channel) else { return };
         if c.held && !held && c.anchor.is_some() {
             c.resync = true;
+            c.seq = None;
         }
         c.held = held;
     }

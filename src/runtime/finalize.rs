@@ -14,7 +14,7 @@ use crate::mapping::{self, ChannelSummary};
 use crate::session::{EndReason, Session, SummaryContext};
 use crate::siprec::MetadataOutcome;
 
-use super::media::{self, CallResult};
+use super::media::CallResult;
 use super::ops;
 
 /// One ended call, handed from the signalling task to its finalize task.
@@ -55,7 +55,8 @@ pub(super) async fn run(job: Job, done: oneshot::Receiver<CallResult>) {
         .plans
         .iter()
         .zip(result.stats.iter().chain(std::iter::repeat(&Default::default())))
-        .map(|(p, st)| p.summary(*st))
+        .enumerate()
+        .map(|(c, (p, st))| ChannelSummary { media: result.media.get(c).cloned().unwrap_or_default(), ..p.summary(*st) })
         .collect();
     for (c, ch) in streams.iter().enumerate() {
         if ch.stats.packets == 0 {
@@ -63,7 +64,7 @@ pub(super) async fn run(job: Job, done: oneshot::Receiver<CallResult>) {
         }
     }
     ops::count_recording(&streams, result.frames);
-    let audit = audit_record(&s, &streams, epoch, times, reason, result.frames).to_json();
+    let audit = audit_record(&s, &streams, epoch, times, reason, result.frames, result.rate).to_json();
     let changes = s.record.metadata_changes(&finishing.limits);
     let ctx = SummaryContext {
         t0: s.t0,
@@ -118,6 +119,7 @@ fn audit_record(
     times: AuditTimes,
     reason: EndReason,
     frames: u64,
+    rate: u32,
 ) -> delivery::audit::AuditRecord {
     let at = |t: Instant| mapping::iso8601(epoch.wall_of(t));
     let (metadata_warnings, metadata_error) = match &s.metadata {
@@ -133,7 +135,7 @@ fn audit_record(
         ack: times.ack.map(at),
         ended: at(times.end.max(s.t0)),
         end_reason: reason.as_str().to_owned(),
-        duration_sec: frames as f64 / f64::from(media::SAMPLE_RATE),
+        duration_sec: frames as f64 / f64::from(rate.max(1)),
         streams: channels
             .iter()
             .enumerate()

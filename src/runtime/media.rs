@@ -4,8 +4,10 @@
 //! Calls are spread round-robin (by call key) over one media thread per CPU core, at most
 //! [`MAX_THREADS`]; each runs a mio poll loop over its calls' RTP/RTCP sockets. Each wake-up
 //! (at most one per `rx::CADENCE`) reads the clock once, drains every ready socket with
-//! `recvmmsg` into one reused buffer, decodes G.711 into a reused scratch buffer and places the
-//! samples (nothing is allocated or hashed per packet). Every tick (20 ms) each call's timeline
+//! `recvmmsg` into one reused buffer and, per packet: latches the source, decrypts SRTP (into a
+//! reused scratch buffer), classifies the payload type (audio, RFC 4733 telephone-event,
+//! comfort noise, unknown), decodes the stream's codec and resamples it to the call's rate into
+//! reused buffers, and places the samples (nothing is allocated or hashed per packet). Every tick (20 ms) each call's timeline
 //! hands the frames older than the reorder window to its WAV writer, and once a second the WAV
 //! header is brought up to date, so a crash leaves a playable file. Commands come from the
 //! signalling task over a channel with a mio waker; events go back over a tokio channel. The
@@ -24,19 +26,27 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::clock;
-use crate::media::g711::{self, Law};
+use crate::media::codec::dtmf::DtmfDetector;
+use crate::media::codec::{self, Decoder, PayloadKind};
 use crate::media::latch::{Latch, Verdict};
+use crate::media::resample::Resampler;
+use crate::media::srtp::{CryptoOffer, SrtpReceiver};
 use crate::media::timeline::{RtpMeta, StreamStats, Timeline};
+use crate::media::{DtmfDigit, StreamMedia};
+use crate::session::{SrtpChange, StreamChange};
+use crate::siprec::sdp::ChosenCodec;
 use crate::media::wav::WavWriter;
 use crate::runtime::rx::{self, Drain};
 
 const WAKER: Token = Token(usize::MAX);
 const TICK: Duration = Duration::from_millis(20);
 const CHECKPOINT: Duration = Duration::from_secs(1);
-/// Largest RTP payload we decode in one packet (512 ms of G.711).
-const MAX_SAMPLES: usize = 4096;
-/// Recordings are 8 kHz today (G.711); the media issue makes this per call.
-pub const SAMPLE_RATE: u32 = 8000;
+/// Room for one packet's samples after resampling: the largest upsampling is 8 kHz to 48 kHz.
+const MAX_RESAMPLED: usize = 6 * codec::MAX_DECODED_SAMPLES + 8;
+/// Most DTMF digits kept per stream (a stuck sender cannot grow memory without bound).
+const MAX_DIGITS: usize = 4096;
+/// Room for an SRTP packet decrypted in place (what `rx` hands out is at most this long).
+const SRTP_SCRATCH: usize = 2048;
 
 /// One stream's sockets and codec.
 #[derive(Debug)]
@@ -44,8 +54,11 @@ pub struct StreamSetup {
     pub channel: usize,
     pub rtp: std::net::UdpSocket,
     pub rtcp: std::net::UdpSocket,
-    pub law: Law,
-    pub payload_type: u8,
+    pub codec: ChosenCodec,
+    /// The SRC's SDES key of an `RTP/SAVP` stream.
+    pub srtp: Option<CryptoOffer>,
+    /// Offered on hold (nothing is expected until a re-INVITE resumes it).
+    pub held: bool,
     /// `media.relatch_after`: see [`Latch`].
     pub relatch_after: Duration,
 }
@@ -57,6 +70,10 @@ pub struct CallSetup {
     /// The call's span (`call_id`, `session`): the lines logged here about the call are in it.
     pub span: tracing::Span,
     pub t0: Instant,
+    /// The recording's sample rate (every stream is resampled to it).
+    pub rate: u32,
+    /// `media.dtmf_in_metadata`.
+    pub dtmf_in_metadata: bool,
     pub window: Duration,
     pub rtp_timeout: Duration,
     /// Where the audio goes; `None` records nothing (the call is answered, its packets drained).
@@ -70,6 +87,10 @@ pub struct CallSetup {
 #[derive(Debug)]
 pub struct CallResult {
     pub stats: Vec<StreamStats>,
+    /// Per channel: codec, SRTP and DTMF counters.
+    pub media: Vec<StreamMedia>,
+    /// The recording's sample rate.
+    pub rate: u32,
     pub frames: u64,
     /// A write error that cost audio, if any.
     pub error: Option<String>,
@@ -82,6 +103,10 @@ pub struct CallResult {
 #[derive(Debug)]
 pub enum Command {
     Add(Box<CallSetup>),
+    /// A re-INVITE changed the call's streams (hold, resume, codec, keys, address).
+    Update { key: u64, changes: Vec<StreamChange> },
+    /// A re-INVITE added a stream, on one of the capture's spare channels.
+    AddStream { key: u64, stream: Box<StreamSetup> },
     /// Finish the recording at `end` (the timeline is cut or padded to it) and report.
     End { key: u64, end: Instant, done: oneshot::Sender<CallResult> },
     /// Stop the thread (after every call was ended).
@@ -133,7 +158,7 @@ impl MediaHandle {
     pub fn send(&self, cmd: Command) {
         let key = match &cmd {
             Command::Add(setup) => setup.key,
-            Command::End { key, .. } => *key,
+            Command::End { key, .. } | Command::Update { key, .. } | Command::AddStream { key, .. } => *key,
             Command::Stop => {
                 self.shards.iter().for_each(|s| s.send(Command::Stop));
                 return;
@@ -189,18 +214,201 @@ struct Stream {
     /// The call's index in the media thread's call slab.
     call: usize,
     channel: usize,
-    law: Law,
-    payload_type: u8,
     socket: UdpSocket,
-    rtcp: bool,
-    /// RTP from the first source only (RTCP is drained, never latched).
+    /// The RTP side's state; `None` for the RTCP socket (drained, never latched or decoded).
+    rx: Option<Box<Rx>>,
+}
+
+/// What an RTP socket needs to turn packets into samples.
+struct Rx {
+    codec: ChosenCodec,
+    decoder: Decoder,
+    /// From the decoder's rate to the call's; `None` when they are equal.
+    resampler: Option<Resampler>,
+    /// The resampler's group delay in RTP clock units, taken off each packet's timestamp.
+    shift: u32,
+    /// The codec before a re-INVITE changed it, kept until the new one's first packet: the
+    /// SRC's last packets of the old codec may arrive after the change was applied.
+    previous: Option<Box<Previous>>,
+    dtmf: DtmfDetector,
+    /// RTP timestamp and arrival of the telephone-event packet that began the current event.
+    event_start: Option<(u32, Instant)>,
+    srtp: Option<SrtpReceiver>,
+    /// An SRTP stream whose receiver could not be made: its packets are dropped, not decoded.
+    srtp_broken: bool,
+    ssrc: Option<u32>,
+    held: bool,
+    /// RTP from the first source only.
     latch: Latch,
+    media: StreamMedia,
+}
+
+impl Rx {
+    fn new(setup: &StreamSetup, rate: u32, dtmf: bool, timeline: &mut Timeline) -> Option<Rx> {
+        let decoder = match Decoder::new(setup.codec.codec) {
+            Ok(d) => d,
+            Err(e) => {
+                // Cannot happen for an answered codec: the answer offers only what we decode.
+                warn!(channel = setup.channel, error = %e, "no decoder for the stream's codec: its channel stays silent");
+                return None;
+            }
+        };
+        let mut rx = Rx {
+            codec: setup.codec,
+            decoder,
+            resampler: None,
+            shift: 0,
+            previous: None,
+            dtmf: DtmfDetector::new(),
+            event_start: None,
+            srtp: None,
+            srtp_broken: false,
+            ssrc: None,
+            held: setup.held,
+            latch: Latch::new(setup.relatch_after),
+            media: StreamMedia { dtmf: dtmf.then(Vec::new), ..Default::default() },
+        };
+        rx.fit_rate(rate, timeline, setup.channel);
+        rx.set_srtp(setup.srtp.as_ref());
+        timeline.set_held(setup.channel, setup.held);
+        Some(rx)
+    }
+
+    /// Resampler and timeline clock for the decoder's rates (G.722: 16 kHz audio on an 8 kHz
+    /// RTP clock, RFC 3551 §4.5.2; Opus: 48 kHz, RFC 7587 §4.1).
+    fn fit_rate(&mut self, rate: u32, timeline: &mut Timeline, channel: usize) {
+        let from = self.decoder.output_rate();
+        self.resampler = (from != rate)
+            .then(|| match Resampler::new(from, rate) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    warn!(channel, from, to = rate, error = %e, "no resampler for this rate pair: the stream is placed unresampled");
+                    None
+                }
+            })
+            .flatten();
+        let clock = self.decoder.rtp_clock_rate();
+        // The delay in input samples, in RTP clock units (u64: no overflow).
+        self.shift = self.resampler.as_ref().map_or(0, |r| (u64::from(r.delay()) * u64::from(clock) / u64::from(from.max(1))) as u32);
+        timeline.set_clock_rate(channel, clock);
+    }
+
+    fn set_srtp(&mut self, offer: Option<&CryptoOffer>) {
+        self.srtp_broken = false;
+        self.srtp = offer.and_then(|o| match SrtpReceiver::new(o) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(error = %e, "cannot set up SRTP for a stream: its packets are dropped");
+                self.srtp_broken = true;
+                None
+            }
+        });
+    }
+
+    /// A new source (SSRC change): the adaptive decoders' and the resampler's state belong to
+    /// the old one, and an event in progress will not see its end.
+    fn new_source(&mut self, t0: Instant, now: Instant) {
+        self.decoder.reset();
+        if let Some(r) = self.resampler.as_mut() {
+            r.reset();
+        }
+        if let Some(d) = self.dtmf.finish() {
+            self.record_digit(d, t0, now);
+        }
+    }
+
+    fn record_digit(&mut self, d: codec::dtmf::Digit, t0: Instant, now: Instant) {
+        let Some(digits) = self.media.dtmf.as_mut() else { return };
+        if digits.len() >= MAX_DIGITS {
+            return;
+        }
+        // The event's first packet is sent when the key goes down (RFC 4733 §2.5.1.1).
+        let pressed = match self.event_start {
+            Some((ts, at)) if ts == d.start => at,
+            _ => now,
+        };
+        let clock = u64::from(self.codec.codec.rtp_clock_rate().max(1));
+        digits.push(DtmfDigit {
+            digit: d.symbol().unwrap_or('!'),
+            at_ms: u64::try_from(pressed.saturating_duration_since(t0).as_millis()).unwrap_or(u64::MAX),
+            duration_ms: u64::from(d.duration) * 1000 / clock,
+        });
+    }
+
+    /// Applies a re-INVITE's change.
+    fn apply(&mut self, ch: &StreamChange, rate: u32, timeline: &mut Timeline, t0: Instant, now: Instant) {
+        if ch.codec != self.codec {
+            if ch.codec.codec != self.codec.codec {
+                match Decoder::new(ch.codec.codec) {
+                    Ok(d) => {
+                        let old = std::mem::replace(&mut self.decoder, d);
+                        // Only on the same RTP clock: the timeline now counts in the new one.
+                        self.previous = (old.rtp_clock_rate() == self.decoder.rtp_clock_rate()).then(|| {
+                            Box::new(Previous { payload_type: self.codec.payload_type, decoder: old, resampler: self.resampler.take(), shift: self.shift })
+                        });
+                        self.media.codec_changes += 1;
+                        if let Some(dg) = self.dtmf.finish() {
+                            self.record_digit(dg, t0, now);
+                        }
+                        self.fit_rate(rate, timeline, ch.channel);
+                    }
+                    Err(e) => warn!(channel = ch.channel, error = %e, "no decoder for the new codec: the old one is kept"),
+                }
+            }
+            self.codec = ch.codec;
+        }
+        match &ch.srtp {
+            SrtpChange::Keep => {}
+            SrtpChange::New(offer) => self.set_srtp(Some(offer)),
+            SrtpChange::Off => self.set_srtp(None),
+        }
+        if ch.moved {
+            self.latch.reset();
+        }
+        self.held = ch.held;
+        timeline.set_held(ch.channel, ch.held);
+    }
+
+    /// What is reported for the stream at the end.
+    fn report(&mut self, t0: Instant, end: Instant) -> StreamMedia {
+        if let Some(d) = self.dtmf.finish() {
+            self.record_digit(d, t0, end);
+        }
+        let mut m = std::mem::take(&mut self.media);
+        m.rejected = self.decoder.rejected();
+        m.srtp = self.srtp.as_ref().map(|r| (self.srtp_suite(), r.stats()));
+        m
+    }
+
+    fn srtp_suite(&self) -> &'static str {
+        self.srtp.as_ref().map_or("", |r| r.suite().name())
+    }
+}
+
+/// The decoding state of the codec a re-INVITE replaced.
+struct Previous {
+    payload_type: u8,
+    decoder: Decoder,
+    resampler: Option<Resampler>,
+    shift: u32,
+}
+
+/// Reused per-thread buffers of the packet path.
+struct Scratch {
+    pcm: Vec<i16>,
+    resampled: Vec<i16>,
+    srtp: Vec<u8>,
 }
 
 struct Call {
     key: u64,
     span: tracing::Span,
+    t0: Instant,
+    rate: u32,
+    dtmf_in_metadata: bool,
     timeline: Timeline,
+    /// Channel → the token of its RTP socket.
+    by_channel: Vec<Option<usize>>,
     wav: Option<WavWriter<BufWriter<File>>>,
     tokens: Vec<usize>,
     last_activity: Instant,
@@ -211,6 +419,20 @@ struct Call {
 }
 
 impl Call {
+    /// Whether every stream of the call is on hold (an RTP-less call counts as held only if it
+    /// has a stream).
+    fn all_held(&self, streams: &mut Slab<Stream>) -> bool {
+        let mut any = false;
+        for t in self.by_channel.iter().flatten() {
+            match streams.get_mut(*t).and_then(|s| s.rx.as_ref()) {
+                Some(rx) if rx.held => any = true,
+                Some(_) => return false,
+                None => {}
+            }
+        }
+        any
+    }
+
     fn write_until(&mut self, now: Instant) {
         let Self { timeline, wav, error, span, .. } = self;
         let Some(w) = wav.as_mut() else { return };
@@ -267,8 +489,14 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
     let mut calls: Slab<Call> = Slab::new();
     let mut call_index: HashMap<u64, usize> = HashMap::new();
     let mut drain = Drain::default();
-    let mut pcm = [0i16; MAX_SAMPLES];
+    let mut scratch = Scratch {
+        pcm: vec![0; codec::MAX_DECODED_SAMPLES],
+        resampled: vec![0; MAX_RESAMPLED],
+        srtp: vec![0; SRTP_SCRATCH],
+    };
     let mut next_tick = clock::now() + TICK;
+    // Commands held back until this wake-up's packets are in (see below).
+    let mut later: Vec<Command> = Vec::new();
 
     loop {
         let timeout = next_tick.saturating_duration_since(clock::now());
@@ -277,53 +505,46 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                 error!(error = %e, "media poll failed");
             }
         let now = clock::now();
+        // A re-INVITE's update applies before the packets of the same wake-up: the SRC sends
+        // its new media after our 200, which goes out after the update was queued (a resume's
+        // first packet must re-anchor). Adds and ends wait for the packets: the last packets
+        // before a BYE are still recorded.
+        // Checked again before each socket is drained: the window in which an update could be
+        // missed is then microseconds, not a whole wake-up.
+        let mut take_updates = |calls: &mut Slab<Call>, streams: &mut Slab<Stream>| {
+            while let Ok(cmd) = rx.try_recv() {
+                match cmd {
+                    Command::Update { key, changes } => apply_update(calls, &call_index, streams, key, &changes, now),
+                    c => later.push(c),
+                }
+            }
+        };
+        take_updates(&mut calls, &mut streams);
         for ev in mio_events.iter() {
             if ev.token() == WAKER {
                 continue;
             }
+            take_updates(&mut calls, &mut streams);
             let Some(s) = streams.get_mut(ev.token().0) else { continue };
-            if s.rtcp {
-                drain.drain(&s.socket, |_| {}); // drained so its queue does not fill
-                continue;
-            }
-            let Some(call) = calls.get_mut(s.call) else {
+            let (Some(rx), Some(call)) = (s.rx.as_mut(), calls.get_mut(s.call)) else {
+                // RTCP (RFC 3550 §6) is drained so its queue does not fill and no ICMP
+                // port-unreachable goes back; its reports are not used for alignment.
                 drain.drain(&s.socket, |_| {});
                 continue;
             };
+            let channel = s.channel;
             drain.drain_from(&s.socket, |datagram, from| {
-                let Ok(pkt) = rtp_types::RtpPacket::parse(datagram) else { return };
-                if let Some(from) = from {
-                    match s.latch.admit(from, now) {
-                        Verdict::Accept => {}
-                        Verdict::Foreign => return, // injected, or the old leg of a failover
-                        Verdict::Latched => debug!(parent: &call.span, channel = s.channel, source = %from, "RTP latched"),
-                        Verdict::Relatched { from: old } => {
-                            info!(parent: &call.span, channel = s.channel, source = %from, previous = %old, "RTP source silent for media.relatch_after: re-latched to a new source")
-                        }
-                    }
-                }
-                call.last_activity = now;
-                if pkt.payload_type() != s.payload_type {
-                    return; // telephone-event, comfort noise, …: not audio for now
-                }
-                let samples = g711::decode(s.law, pkt.payload(), &mut pcm);
-                let meta = RtpMeta {
-                    ssrc: pkt.ssrc(),
-                    seq: pkt.sequence_number(),
-                    timestamp: pkt.timestamp(),
-                    marker: pkt.marker_bit(),
-                };
-                call.timeline.place(s.channel, now, meta, &pcm[..samples]);
+                on_packet(call, rx, channel, &mut scratch, now, datagram, from);
             });
         }
-        while let Ok(cmd) = rx.try_recv() {
+        for cmd in later.drain(..) {
             match cmd {
                 Command::Add(setup) => {
                     let setup = *setup;
                     // No file: the call is answered but not stored (Tethr's recording settings).
                     let recorded = setup.file.is_some();
                     let wav = setup.file.and_then(|file| {
-                        match WavWriter::new(BufWriter::with_capacity(64 * 1024, file), setup.channels as u16, SAMPLE_RATE) {
+                        match WavWriter::new(BufWriter::with_capacity(64 * 1024, file), setup.channels as u16, setup.rate) {
                             Ok(w) => Some(w),
                             Err(e) => {
                                 let _in_call = setup.span.enter();
@@ -332,10 +553,19 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                             }
                         }
                     });
+                    let mut timeline = Timeline::new(setup.t0, setup.rate, setup.channels, setup.window);
+                    let rxs: Vec<Option<Box<Rx>>> = {
+                        let _in_call = setup.span.enter();
+                        setup.streams.iter().map(|st| Rx::new(st, setup.rate, setup.dtmf_in_metadata, &mut timeline).map(Box::new)).collect()
+                    };
                     let index = calls.insert(Call {
                         key: setup.key,
                         span: setup.span,
-                        timeline: Timeline::new(setup.t0, SAMPLE_RATE, setup.channels, setup.window),
+                        t0: setup.t0,
+                        rate: setup.rate,
+                        dtmf_in_metadata: setup.dtmf_in_metadata,
+                        timeline,
+                        by_channel: vec![None; setup.channels],
                         error: (recorded && wav.is_none()).then(|| "cannot write WAV header".to_string()),
                         wav,
                         tokens: Vec::with_capacity(setup.streams.len() * 2),
@@ -345,46 +575,47 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                         last_checkpoint: setup.t0,
                     });
                     call_index.insert(setup.key, index);
-                    for st in setup.streams {
-                        for (sock, rtcp) in [(st.rtp, false), (st.rtcp, true)] {
-                            let socket = UdpSocket::from_std(sock);
-                            let token = streams.insert(Stream { call: index, channel: st.channel, law: st.law, payload_type: st.payload_type, socket, rtcp, latch: Latch::new(st.relatch_after) });
-                            let registered = match streams.get_mut(token) {
-                                Some(s) => poll.registry().register(&mut s.socket, Token(token), Interest::READABLE),
-                                None => Ok(()),
-                            };
-                            match registered {
-                                Ok(()) => {
-                                    if let Some(call) = calls.get_mut(index) {
-                                        call.tokens.push(token);
-                                    }
+                    for (st, rx) in setup.streams.into_iter().zip(rxs) {
+                        watch(&poll, &mut streams, &mut calls, index, st, rx);
+                    }
+                }
+                Command::AddStream { key, stream } => {
+                    let Some(&index) = call_index.get(&key) else { continue };
+                    let Some(call) = calls.get_mut(index) else { continue };
+                    let rx = {
+                        let _in_call = call.span.enter();
+                        Rx::new(&stream, call.rate, call.dtmf_in_metadata, &mut call.timeline).map(Box::new)
+                    };
+                    watch(&poll, &mut streams, &mut calls, index, *stream, rx);
+                }
+                Command::Update { key, changes } => apply_update(&mut calls, &call_index, &mut streams, key, &changes, now),
+                Command::End { key, end, done } => {
+                    let Some(mut call) = call_index.remove(&key).and_then(|i| calls.remove(i)) else {
+                        let _ = done.send(CallResult { stats: vec![], media: vec![], rate: 0, frames: 0, error: Some("unknown call".into()), file: None });
+                        continue;
+                    };
+                    let mut media = vec![StreamMedia::default(); call.timeline.channels()];
+                    let mut foreign = vec![0; call.timeline.channels()];
+                    for t in &call.tokens {
+                        if let Some(mut s) = streams.remove(*t) {
+                            let _ = poll.registry().deregister(&mut s.socket);
+                            if let Some(rx) = s.rx.as_mut() {
+                                if let Some(f) = foreign.get_mut(s.channel) {
+                                    *f += rx.latch.foreign();
                                 }
-                                Err(e) => {
-                                    warn!(error = %e, "cannot watch an RTP socket");
-                                    streams.remove(token);
+                                if let Some(m) = media.get_mut(s.channel) {
+                                    *m = rx.report(call.t0, end);
                                 }
                             }
                         }
                     }
-                }
-                Command::End { key, end, done } => {
-                    let Some(mut call) = call_index.remove(&key).and_then(|i| calls.remove(i)) else {
-                        let _ = done.send(CallResult { stats: vec![], frames: 0, error: Some("unknown call".into()), file: None });
-                        continue;
-                    };
-                    let mut foreign = Vec::new();
-                    for t in &call.tokens {
-                        if let Some(mut s) = streams.remove(*t) {
-                            let _ = poll.registry().deregister(&mut s.socket);
-                            foreign.push((s.channel, s.latch.foreign()));
-                        }
-                    }
                     let mut result = finish(&mut call, end);
-                    for (channel, n) in foreign {
+                    for (channel, n) in foreign.into_iter().enumerate() {
                         if let Some(st) = result.stats.get_mut(channel) {
                             st.foreign += n;
                         }
                     }
+                    result.media = media;
                     let _ = done.send(result);
                 }
                 Command::Stop => {
@@ -404,6 +635,10 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                             let _in_call = call.span.enter();
                             warn!(error = %e, "cannot update WAV header");
                         }
+                }
+                // The RTP timeout is suspended while every stream is on hold: nothing is expected.
+                if call.all_held(&mut streams) {
+                    call.last_activity = now;
                 }
                 if !call.timeout_reported && now.duration_since(call.last_activity) >= call.rtp_timeout {
                     call.timeout_reported = true;
@@ -445,5 +680,155 @@ fn finish(call: &mut Call, end: Instant) -> CallResult {
         }
     }
     let stats = (0..call.timeline.channels()).filter_map(|c| call.timeline.stats(c)).collect();
-    CallResult { stats, frames, error, file: audio }
+    CallResult { stats, media: Vec::new(), rate: call.rate, frames, error, file: audio }
+}
+
+/// Registers a stream's RTP and RTCP sockets with the poll, under the call at `index`.
+fn watch(poll: &Poll, streams: &mut Slab<Stream>, calls: &mut Slab<Call>, index: usize, st: StreamSetup, rx: Option<Box<Rx>>) {
+    let channel = st.channel;
+    for (sock, rx) in [(st.rtp, rx), (st.rtcp, None)] {
+        let is_rtp = rx.is_some();
+        let socket = UdpSocket::from_std(sock);
+        let token = streams.insert(Stream { call: index, channel, socket, rx });
+        let registered = match streams.get_mut(token) {
+            Some(s) => poll.registry().register(&mut s.socket, Token(token), Interest::READABLE),
+            None => Ok(()),
+        };
+        match registered {
+            Ok(()) => {
+                if let Some(call) = calls.get_mut(index) {
+                    call.tokens.push(token);
+                    if is_rtp && let Some(slot) = call.by_channel.get_mut(channel) {
+                        *slot = Some(token);
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot watch an RTP socket");
+                streams.remove(token);
+            }
+        }
+    }
+}
+
+/// Decodes one audio packet, resamples it to the call's rate and places it.
+#[allow(clippy::too_many_arguments)] // the packet path's state, borrowed apart
+fn decode_and_place(
+    decoder: &mut Decoder,
+    resampler: Option<&mut Resampler>,
+    shift: u32,
+    pkt: &rtp_types::RtpPacket<'_>,
+    pcm: &mut [i16],
+    resampled: &mut [i16],
+    timeline: &mut Timeline,
+    channel: usize,
+    now: Instant,
+) {
+    let n = decoder.decode(pkt.payload(), pcm);
+    let (samples, timestamp) = match resampler {
+        Some(r) => {
+            let m = r.process(&pcm[..n], resampled);
+            // The resampler's output lags its input by its group delay.
+            (&resampled[..m], pkt.timestamp().wrapping_sub(shift))
+        }
+        None => (&pcm[..n], pkt.timestamp()),
+    };
+    let meta = RtpMeta { ssrc: pkt.ssrc(), seq: pkt.sequence_number(), timestamp, marker: pkt.marker_bit() };
+    timeline.place(channel, now, meta, samples);
+}
+
+/// Applies a re-INVITE's changes to a call's streams.
+fn apply_update(calls: &mut Slab<Call>, call_index: &HashMap<u64, usize>, streams: &mut Slab<Stream>, key: u64, changes: &[StreamChange], now: Instant) {
+    let Some(call) = call_index.get(&key).and_then(|&i| calls.get_mut(i)) else { return };
+    let _in_call = call.span.enter();
+    for ch in changes {
+        let Some(token) = call.by_channel.get(ch.channel).copied().flatten() else { continue };
+        if let Some(rx) = streams.get_mut(token).and_then(|s| s.rx.as_mut()) {
+            rx.apply(ch, call.rate, &mut call.timeline, call.t0, now);
+        }
+    }
+}
+
+/// One datagram of an RTP socket, in the order the issue's notes give: latch the source,
+/// decrypt (a failure drops the packet and is counted), parse, and only then count it as
+/// activity and place it.
+fn on_packet(call: &mut Call, rx: &mut Rx, channel: usize, scratch: &mut Scratch, now: Instant, datagram: &[u8], from: Option<std::net::SocketAddr>) {
+    // RFC 3550 §5.1: version 2 and a full fixed header, or it is not RTP at all (and must not
+    // latch the stream).
+    if datagram.len() < 12 || datagram[0] >> 6 != 2 {
+        return;
+    }
+    if let Some(from) = from {
+        match rx.latch.admit(from, now) {
+            Verdict::Accept => {}
+            Verdict::Foreign => return, // injected, or the old leg of a failover
+            Verdict::Latched => debug!(parent: &call.span, channel, source = %from, "RTP latched"),
+            Verdict::Relatched { from: old } => {
+                info!(parent: &call.span, channel, source = %from, previous = %old, "RTP source silent for media.relatch_after: re-latched to a new source")
+            }
+        }
+    }
+    if rx.srtp_broken {
+        return;
+    }
+    let Scratch { pcm, resampled, srtp: srtp_buf } = scratch;
+    let data: &[u8] = match rx.srtp.as_mut() {
+        Some(srtp) => {
+            let Some(buf) = srtp_buf.get_mut(..datagram.len()) else { return };
+            buf.copy_from_slice(datagram);
+            match srtp.decrypt_rtp(buf) {
+                Ok(n) => &buf[..n.min(buf.len())],
+                Err(_) => return, // counted by the receiver (auth failure, replay, malformed)
+            }
+        }
+        None => datagram,
+    };
+    let Ok(pkt) = rtp_types::RtpPacket::parse(data) else { return };
+    call.last_activity = now;
+    if rx.ssrc != Some(pkt.ssrc()) {
+        if rx.ssrc.is_some() {
+            rx.new_source(call.t0, now);
+        }
+        rx.ssrc = Some(pkt.ssrc());
+    }
+    match codec::classify(&rx.codec, pkt.payload_type()) {
+        PayloadKind::Audio => {
+            rx.previous = None; // the new codec has begun
+            decode_and_place(&mut rx.decoder, rx.resampler.as_mut(), rx.shift, &pkt, pcm, resampled, &mut call.timeline, channel, now);
+        }
+        PayloadKind::Unknown if rx.previous.as_ref().is_some_and(|p| p.payload_type == pkt.payload_type()) => {
+            if let Some(p) = rx.previous.as_mut() {
+                decode_and_place(&mut p.decoder, p.resampler.as_mut(), p.shift, &pkt, pcm, resampled, &mut call.timeline, channel, now);
+            }
+        }
+        PayloadKind::TelephoneEvent => {
+            // RFC 4733: never audio; the span it covers stays silent.
+            rx.media.telephone_events += 1;
+            if rx.media.dtmf.is_some() {
+                let ts = pkt.timestamp();
+                if rx.event_start.is_none_or(|(start, _)| start != ts) {
+                    rx.event_start = Some((ts, now));
+                }
+                let (t0, mut done) = (call.t0, None);
+                let r = rx.dtmf.push(ts, pkt.payload(), |d| {
+                    // At most two per packet (dtmf::DtmfDetector::push).
+                    done = match done {
+                        None => Some((d, None)),
+                        Some((first, _)) => Some((first, Some(d))),
+                    };
+                });
+                if r.is_ok()
+                    && let Some((a, b)) = done
+                {
+                    rx.record_digit(a, t0, now);
+                    if let Some(b) = b {
+                        rx.record_digit(b, t0, now);
+                    }
+                }
+            }
+        }
+        // RFC 3389 comfort noise and DTX: silence, which the timeline writes where nothing is.
+        PayloadKind::ComfortNoise => rx.media.comfort_noise += 1,
+        PayloadKind::Unknown => rx.media.unknown_payloads += 1,
+    }
 }

@@ -515,7 +515,7 @@ impl Signalling {
         if let MetadataOutcome::Invalid { error, .. } = &offer.metadata {
             warn!(%error, "recording metadata unreadable; recording the call anyway");
         }
-        let plans = match session::plan_streams(&offer.sdp, self.config.media.max_streams) {
+        let plans = match session::plan_streams_with(&offer.sdp, self.config.media.max_streams, self.config.media.srtp) {
             Ok(p) => p,
             Err(r) => {
                 warn!(code = r.code, detail = %r.detail, "SIPREC offer refused");
@@ -608,27 +608,40 @@ impl Signalling {
                 channel: plan.channel,
                 rtp,
                 rtcp,
-                law: plan.law(),
-                payload_type: plan.codec.payload_type,
+                codec: plan.codec,
+                srtp: plan.srtp.as_ref().map(|k| k.offer.clone()),
+                held: plan.held,
                 relatch_after: self.config.media.relatch_after,
             })
             .collect();
+        // `[recording] sample_rate`, or the highest rate among the call's streams (a stream at a
+        // lower rate is resampled; one that a re-INVITE moves to a higher rate is downsampled).
+        // Spare channels for m-lines a re-INVITE may add (a WAV cannot gain one mid-call).
+        let channels = plans.len() + self.config.media.spare_streams;
+        let rate = match self.config.recording.sample_rate {
+            0 => plans.iter().map(|p| p.codec.codec.audio_rate()).max().unwrap_or(8000),
+            r => r,
+        };
         self.media.send(Command::Add(Box::new(CallSetup {
             key,
             span: span.clone(),
             t0,
+            rate,
+            dtmf_in_metadata: self.config.media.dtmf_in_metadata,
             window: self.config.media.reorder_window,
             rtp_timeout: self.config.media.rtp_timeout,
             file,
             path,
-            channels: plans.len(),
+            channels,
             streams,
         })));
         let labels: Vec<&str> = plans.iter().map(|p| p.label.as_deref().unwrap_or("-")).collect();
         record.start_unix_ms = self.epoch.wall_of(t0).duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         match &skipped {
             None => {
-                info!(session = %name, streams = plans.len(), labels = ?labels, ports = ?ports, remote = %peer.remote, "recording started");
+                let codecs: Vec<&str> = plans.iter().map(|p| p.codec_name()).collect();
+                let srtp = plans.iter().filter(|p| p.srtp.is_some()).count();
+                info!(session = %name, streams = plans.len(), labels = ?labels, codecs = ?codecs, srtp, rate, ports = ?ports, remote = %peer.remote, "recording started");
                 self.save_record(&name, &record);
                 self.journal(&name, delivery::JournalEvent::Recorded, format!("call_id={call_id} streams={}", plans.len()));
             }
@@ -654,6 +667,7 @@ impl Signalling {
             phase: Phase::Answered,
             record,
             skipped,
+            capacity: channels,
         };
         self.keys.insert(key, dialog.clone());
         self.sessions.insert(dialog, Live { key, session, span: span.clone(), invite_at, ack_at: None });
@@ -795,24 +809,63 @@ impl Signalling {
         if !matches!(offer.metadata, MetadataOutcome::Absent) {
             self.metadata_update(dialog, "re-INVITE", request, clock::now());
         }
-        let Some(s) = self.sessions.get_mut(dialog).map(|l| &mut l.session) else { return };
-        // Same ports for the m-lines we record; changes of codec, new m-lines and hold are the
-        // media issue's (new m-lines are refused with port 0 for now).
-        let answers: Vec<sdp::MediaAnswer> = (0..offer.sdp.media.len())
-            .map(|i| {
-                let m = &offer.sdp.media[i];
-                match s.plans.iter().position(|p| p.mline == i) {
-                    Some(k) if m.port != 0 => sdp::MediaAnswer { port: s.ports[k], codec: m.choose_codec() },
-                    _ => sdp::MediaAnswer { port: 0, codec: None },
-                }
-            })
-            .collect();
+        let policy = self.config.media.srtp;
+        let relatch_after = self.config.media.relatch_after;
+        let Some(live) = self.sessions.get_mut(dialog) else { return };
+        let key = live.key;
+        let s = &mut live.session;
+        // Same ports and channels for the m-lines we record; hold, resume, codec, key and address
+        // changes go to the media thread; a new m-line takes a spare channel, if any is left
+        // (session::replan).
+        let mut r = session::replan(&mut s.plans, &s.ports, &offer.sdp, policy, s.capacity);
         let address = self
             .config
             .media
             .advertised_address
             .or_else(|| answer_address(&s.last_answer))
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        if !r.changes.is_empty() {
+            let held: Vec<bool> = r.changes.iter().map(|c| c.held).collect();
+            info!(held = ?held, "re-INVITE: streams updated");
+            self.media.send(Command::Update { key, changes: std::mem::take(&mut r.changes) });
+        }
+        let added: Vec<session::StreamPlan> = r.added.iter().filter_map(|&k| s.plans.get(k).cloned()).collect();
+        let mut bound = Vec::with_capacity(added.len());
+        for _ in &added {
+            match self.bind_pair(address.is_ipv6()) {
+                Some(pair) => bound.push(pair),
+                None => break,
+            }
+        }
+        let Some(live) = self.sessions.get_mut(dialog) else { return };
+        let s = &mut live.session;
+        for (plan, (port, rtp, rtcp)) in added.iter().zip(bound) {
+            s.ports.push(port);
+            if let Some(a) = r.answers.get_mut(plan.mline) {
+                a.port = port;
+            }
+            info!(channel = plan.channel, codec = plan.codec_name(), port, "re-INVITE added a stream: recorded on a spare channel");
+            let setup = StreamSetup {
+                channel: plan.channel,
+                rtp,
+                rtcp,
+                codec: plan.codec,
+                srtp: plan.srtp.as_ref().map(|k| k.offer.clone()),
+                held: plan.held,
+                relatch_after,
+            };
+            self.media.send(Command::AddStream { key, stream: Box::new(setup) });
+        }
+        // No port for the rest: refused, and forgotten.
+        if s.plans.len() > s.ports.len() {
+            warn!("no free RTP port pair for a stream a re-INVITE added: refused with port 0");
+            for p in s.plans.drain(s.ports.len()..) {
+                if let Some(a) = r.answers.get_mut(p.mline) {
+                    *a = sdp::MediaAnswer { port: 0, codec: None, crypto: None };
+                }
+            }
+        }
+        let answers = r.answers;
         let mut text = sdp::build_answer(&offer.sdp, &answers, address, s.answer_id, s.answer_version);
         if text != s.last_answer {
             s.answer_version += 1;

@@ -55,6 +55,9 @@ pub struct MediaDescription {
     pub direction: Direction,
     /// Media-level `c=` address, if present and parseable.
     pub connection: Option<IpAddr>,
+    /// Media-level `a=crypto` values (RFC 4568 SDES), in offer order; parsed by
+    /// `media::srtp::choose`. They carry keys: never log them.
+    pub crypto: Vec<String>,
 }
 
 /// One `a=rtpmap` line (RFC 8866 §6.6).
@@ -302,12 +305,26 @@ impl MediaDescription {
 }
 
 /// The recorder's decision for one offered `m=` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct MediaAnswer {
     /// Local RTP port; 0 rejects the stream.
     pub port: u16,
     /// The codec to answer with; a line without one is rejected.
     pub codec: Option<ChosenCodec>,
+    /// Our `a=crypto` value for an accepted `RTP/SAVP` line (RFC 4568 §7.1.2: same tag and
+    /// suite as the offer, our key), written as `a=crypto:{value}`.
+    pub crypto: Option<String>,
+}
+
+// By hand: the crypto value carries our key.
+impl std::fmt::Debug for MediaAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaAnswer")
+            .field("port", &self.port)
+            .field("codec", &self.codec)
+            .field("crypto", &self.crypto.as_ref().map(|_| "(redacted)"))
+            .finish()
+    }
 }
 
 /// One m= line per offered m-line, same order and media type; accepted lines: `a=recvonly`, the
@@ -340,8 +357,8 @@ pub fn build_answer(
         let accepted = answers
             .get(i)
             .filter(|a| a.port != 0 && media.port != 0)
-            .and_then(|a| a.codec.map(|codec| (a.port, codec)));
-        let Some((port, chosen)) = accepted else {
+            .and_then(|a| a.codec.map(|codec| (a.port, codec, a.crypto.as_deref())));
+        let Some((port, chosen, crypto)) = accepted else {
             // RFC 3264 §6: a rejected stream keeps its line, with port 0 and at least one format.
             let format = media.formats.first().map_or("0", String::as_str);
             let _ = write!(sdp, "m={} 0 {} {format}\r\n", media.media, media.protocol);
@@ -381,6 +398,9 @@ pub fn build_answer(
         }
         if let Some(label) = &media.label {
             let _ = write!(sdp, "a=label:{label}\r\n");
+        }
+        if let Some(crypto) = crypto {
+            let _ = write!(sdp, "a=crypto:{crypto}\r\n");
         }
         let direction = match media.direction {
             Direction::SendOnly | Direction::SendRecv => "recvonly",
@@ -425,6 +445,13 @@ pub fn parse(text: &str) -> Result<SessionDescription, SdpError> {
                 .map(str::to_owned),
             direction: direction_of(&m.attributes).unwrap_or(session_direction),
             connection: m.connections.iter().find_map(connection_ip),
+            crypto: m
+                .attributes
+                .iter()
+                .filter(|a| a.attribute.eq_ignore_ascii_case("crypto"))
+                .filter_map(|a| a.value.as_deref())
+                .map(|v| v.trim().to_owned())
+                .collect(),
         })
         .collect();
     Ok(SessionDescription {
@@ -513,6 +540,7 @@ a=label:2\r\n";
                 MediaAnswer {
                     port: if codec.is_some() { port } else { 0 },
                     codec,
+                    crypto: None,
                 }
             })
             .collect()
@@ -618,6 +646,7 @@ a=label:2\r\n";
             &[MediaAnswer {
                 port: 0,
                 codec: chosen,
+                crypto: None,
             }],
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             1,
@@ -636,6 +665,7 @@ a=label:2\r\n";
         let answer = MediaAnswer {
             port: 4000,
             codec: offer.media[0].choose_codec(),
+            crypto: None,
         };
         let answer = build_answer(&offer, &[answer], IpAddr::V4(Ipv4Addr::LOCALHOST), 1, 1);
         assert!(
