@@ -9,9 +9,6 @@
 //!
 //! In every capture stream 1 is a 440 Hz tone and stream 2 a 1000 Hz tone, each at 12000/32767
 //! peak, whose media start 0.060 s and 0.063 s after the INVITE.
-//!
-//! Tests of behaviour the media thread does not have yet carry `#[ignore]` with the branch that
-//! brings it; they state what issue 6 asks for.
 
 mod support;
 
@@ -397,10 +394,8 @@ fn dtmf_events_are_not_written_as_audio() {
     check_reference(&rec, 3.0);
 }
 
-/// Fails today: the media thread returns before the timeline on any payload type but the
-/// stream's codec, so the 25 event packets' sequence numbers count as lost (`lost` 25).
+/// The 25 event packets take sequence numbers of the stream: they are not counted lost.
 #[test]
-#[ignore = "needs media wiring (branch wt-media): telephone-event packets are counted as lost"]
 fn dtmf_packets_are_received_not_lost() {
     let (_gw, rec) = record("media-dtmf.pcap", "");
     // 125 audio packets placed; the 25 event packets arrived, none is lost or late.
@@ -408,7 +403,6 @@ fn dtmf_packets_are_received_not_lost() {
 }
 
 #[test]
-#[ignore = "needs media wiring (branch wt-media)"]
 fn hold_and_resume_by_reinvite_is_silence_and_the_rtp_timeout_waits() {
     // rtp_timeout 1 s, held for 2 s: the hold must suspend it (issue 6), or the gateway ends
     // the call in the middle of the hold.
@@ -434,7 +428,6 @@ fn hold_and_resume_by_reinvite_is_silence_and_the_rtp_timeout_waits() {
 }
 
 #[test]
-#[ignore = "needs media wiring (branch wt-media)"]
 fn codec_change_by_reinvite_keeps_the_tone() {
     let (_gw, rec) = record("media-codec-change.pcap", "");
     check_length(&rec, 2, 3.0);
@@ -451,7 +444,6 @@ fn codec_change_by_reinvite_keeps_the_tone() {
 }
 
 #[test]
-#[ignore = "needs media wiring (branch wt-media)"]
 fn g722_streams_are_recorded_wideband() {
     let (_gw, rec) = record("media-g722.pcap", "");
     // The output rate is the highest stream rate: G.722 is 16 kHz audio.
@@ -464,7 +456,6 @@ fn g722_streams_are_recorded_wideband() {
 
 #[cfg(feature = "opus")]
 #[test]
-#[ignore = "needs media wiring (branch wt-media)"]
 fn opus_streams_are_recorded_fullband() {
     let (_gw, rec) = record("media-opus.pcap", "");
     assert_eq!(rec.wav.spec.sample_rate, 48000);
@@ -475,7 +466,6 @@ fn opus_streams_are_recorded_fullband() {
 }
 
 #[test]
-#[ignore = "needs media wiring (branch wt-media)"]
 fn srtp_streams_are_decrypted() {
     // The capture was encrypted with libsrtp (not our code) under the offer's a=crypto keys.
     let (_gw, rec) = record("media-srtp.pcap", "");

@@ -452,6 +452,18 @@ impl Timeline {
         ch.ring[..src.len() - first].copy_from_slice(&src[first..]);
     }
 
+    /// Takes a packet of the stream that carries no audio (an RFC 4733 event, comfort noise)
+    /// into its sequence numbering, so the numbers it uses are not counted lost. Places
+    /// nothing, counts nothing as a packet and never moves the anchor; a packet from another
+    /// source than the stream's (some SRCs send events with their own SSRC) is ignored.
+    pub fn account(&mut self, channel: usize, now: Instant, rtp: RtpMeta) {
+        let (arrival, grace) = (self.position_of(now), self.limits.grace);
+        let Some(ch) = self.channels.get_mut(channel) else { return };
+        if ch.seq.as_ref().is_some_and(|s| s.ssrc == rtp.ssrc) {
+            let _ = ch.order(rtp, arrival, grace);
+        }
+    }
+
     /// Hands out every frame that is now older than the reorder window, as interleaved chunks.
     pub fn advance<E>(&mut self, now: Instant, sink: impl FnMut(&[i16]) -> Result<(), E>) -> Result<(), E> {
         let target = self.position_of(now) - self.limits.window;
@@ -860,6 +872,26 @@ mod tests {
                 assert!(off.is_some_and(|o| (0..=64).contains(&o)) && count >= 150, "delay {delay}, phase {phase}: packet {i} off {off:?} count {count}");
             }
         }
+    }
+
+    #[test]
+    fn packets_without_audio_are_not_counted_lost() {
+        // Packets 0-4 audio, 5-7 RFC 4733 events (same SSRC), 8-9 audio; then an event from
+        // another SSRC, which must not disturb the stream.
+        let t0 = crate::clock::now();
+        let mut tl = Timeline::new(t0, 8000, 1, 60 * MS);
+        for i in 0..10u32 {
+            let at = t0 + (i + 1) * 20 * MS;
+            if (5..8).contains(&i) {
+                tl.account(0, at, meta(i as u16, 800));
+            } else {
+                tl.place(0, at, meta(i as u16, i * 160), &pkt(1));
+            }
+        }
+        tl.account(0, t0 + 220 * MS, RtpMeta { ssrc: 99, seq: 5000, timestamp: 0, marker: true });
+        tl.place(0, t0 + 220 * MS, meta(10, 1600), &pkt(1));
+        let st = tl.stats(0).unwrap();
+        assert_eq!((st.packets, st.lost, st.late, st.duplicates, st.reanchors), (8, 0, 0, 0, 0), "{st:?}");
     }
 
     #[test]

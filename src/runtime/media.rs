@@ -791,7 +791,14 @@ fn on_packet(call: &mut Call, rx: &mut Rx, channel: usize, scratch: &mut Scratch
         }
         rx.ssrc = Some(pkt.ssrc());
     }
-    match codec::classify(&rx.codec, pkt.payload_type()) {
+    let kind = codec::classify(&rx.codec, pkt.payload_type());
+    if matches!(kind, PayloadKind::TelephoneEvent | PayloadKind::ComfortNoise) {
+        // They share the stream's sequence numbers (RFC 4733 §2.1, RFC 3389 §4): taken into
+        // the numbering so that they are not counted lost.
+        let meta = RtpMeta { ssrc: pkt.ssrc(), seq: pkt.sequence_number(), timestamp: pkt.timestamp(), marker: pkt.marker_bit() };
+        call.timeline.account(channel, now, meta);
+    }
+    match kind {
         PayloadKind::Audio => {
             rx.previous = None; // the new codec has begun
             decode_and_place(&mut rx.decoder, rx.resampler.as_mut(), rx.shift, &pkt, pcm, resampled, &mut call.timeline, channel, now);
