@@ -189,11 +189,7 @@ mod tests {
     use super::*;
     use std::f64::consts::TAU;
 
-    fn tone(rate: u32, freq: f64, amp: f64, n: usize) -> Vec<i16> {
-        (0..n)
-            .map(|i| (amp * (TAU * freq * i as f64 / f64::from(rate)).sin()).round() as i16)
-            .collect()
-    }
+    use crate::media::test_tone as tone;
 
     /// Amplitude of the `freq` component of `x` (correlation with a complex exponential).
     fn amplitude(x: &[i16], rate: u32, freq: f64) -> f64 {

@@ -45,3 +45,9 @@ pub struct DtmfDigit {
     /// How long it was held, in milliseconds.
     pub duration_ms: u64,
 }
+
+/// `n` samples at `rate` of a sine at `freq` with peak `amp` (the codec and resampler tests).
+#[cfg(test)]
+fn test_tone(rate: u32, freq: f64, amp: f64, n: usize) -> Vec<i16> {
+    (0..n).map(|i| (amp * (std::f64::consts::TAU * freq * i as f64 / f64::from(rate)).sin()).round() as i16).collect()
+}

@@ -253,11 +253,7 @@ mod tests {
     use super::*;
     use std::f64::consts::TAU;
 
-    fn tone(rate: u32, freq: f64, amp: f64, n: usize) -> Vec<i16> {
-        (0..n)
-            .map(|i| (amp * (TAU * freq * i as f64 / f64::from(rate)).sin()).round() as i16)
-            .collect()
-    }
+    use crate::media::test_tone as tone;
 
     /// Runs `input` through in packets of varying size (10, 20 and 30 ms at `from`).
     fn stream(r: &mut Resampler, input: &[i16]) -> Vec<i16> {

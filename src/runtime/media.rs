@@ -63,6 +63,21 @@ pub struct StreamSetup {
     pub relatch_after: Duration,
 }
 
+impl StreamSetup {
+    /// The setup of the stream `plan` describes, received on the `rtp`/`rtcp` pair.
+    pub fn for_plan(plan: &crate::session::StreamPlan, rtp: std::net::UdpSocket, rtcp: std::net::UdpSocket, relatch_after: Duration) -> Self {
+        StreamSetup {
+            channel: plan.channel,
+            rtp,
+            rtcp,
+            codec: plan.codec,
+            srtp: plan.srtp.as_ref().map(|k| k.offer.clone()),
+            held: plan.held,
+            relatch_after,
+        }
+    }
+}
+
 /// Everything the media thread needs to record a call.
 #[derive(Debug)]
 pub struct CallSetup {

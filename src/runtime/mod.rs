@@ -604,15 +604,7 @@ impl Signalling {
         let streams = plans
             .iter()
             .zip(sockets)
-            .map(|(plan, (_, rtp, rtcp))| StreamSetup {
-                channel: plan.channel,
-                rtp,
-                rtcp,
-                codec: plan.codec,
-                srtp: plan.srtp.as_ref().map(|k| k.offer.clone()),
-                held: plan.held,
-                relatch_after: self.config.media.relatch_after,
-            })
+            .map(|(plan, (_, rtp, rtcp))| StreamSetup::for_plan(plan, rtp, rtcp, self.config.media.relatch_after))
             .collect();
         // `[recording] sample_rate`, or the highest rate among the call's streams (a stream at a
         // lower rate is resampled; one that a re-INVITE moves to a higher rate is downsampled).
@@ -845,15 +837,7 @@ impl Signalling {
                 a.port = port;
             }
             info!(channel = plan.channel, codec = plan.codec_name(), port, "re-INVITE added a stream: recorded on a spare channel");
-            let setup = StreamSetup {
-                channel: plan.channel,
-                rtp,
-                rtcp,
-                codec: plan.codec,
-                srtp: plan.srtp.as_ref().map(|k| k.offer.clone()),
-                held: plan.held,
-                relatch_after,
-            };
+            let setup = StreamSetup::for_plan(plan, rtp, rtcp, relatch_after);
             self.media.send(Command::AddStream { key, stream: Box::new(setup) });
         }
         // No port for the rest: refused, and forgotten.
