@@ -62,6 +62,14 @@ fn bare(content_type: &str, body: &str) -> Fixture {
     Fixture { content_type: content_type.to_owned(), declared_len: None, body: body.replace('\n', "\r\n") }
 }
 
+/// `seconds` of a `freq` tone at 16 kHz, G.722-encoded (64 kbit/s, the mode RTP carries).
+fn g722_tone(freq: f64, amplitude: f64, seconds: f64) -> Vec<u8> {
+    let samples: Vec<i16> = (0..(seconds * 16000.0) as usize)
+        .map(|i| (amplitude * (std::f64::consts::TAU * freq * i as f64 / 16000.0).sin()) as i16)
+        .collect();
+    ezk_g722::libg722::encoder::Encoder::new(ezk_g722::libg722::Bitrate::Mode1_64000, false, false).encode(&samples)
+}
+
 fn ulaw_decode(b: u8) -> i16 {
     let mut out = [0i16; 1];
     g711::decode(g711::Law::Mu, &[b], &mut out);
@@ -131,11 +139,17 @@ impl Src {
             .collect();
         for (i, (port, pt)) in ports.into_iter().enumerate() {
             let mut audio = ulaw_tone(TONES[i], 12000.0, 5.0);
-            if pt == 8 {
+            match pt {
                 // The gateway chose PCMA: re-encode the tone.
-                for b in &mut audio {
-                    *b = g711::encode::alaw(ulaw_decode(*b));
+                8 => {
+                    for b in &mut audio {
+                        *b = g711::encode::alaw(ulaw_decode(*b));
+                    }
                 }
+                // G.722 (Webex and BroadWorks offer it first): 16 kHz audio, 160 bytes per
+                // 20 ms like G.711.
+                9 => audio = g722_tone(TONES[i], 12000.0, 5.0),
+                _ => {}
             }
             src.streams.push(Stream {
                 socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
