@@ -494,7 +494,9 @@ pub struct Session {
     pub answer_version: u64,
     pub answer_id: u64,
     pub last_answer: String,
-    pub metadata: MetadataOutcome,
+    /// Every metadata document the call received, as parsed when it came, in order: the
+    /// INVITE's first (possibly `Absent`). `call.json` keeps the same as text for recovery.
+    pub metadata: Vec<MetadataChange>,
     pub sip_headers: Vec<(String, String)>,
     pub notes: Vec<String>,
     pub phase: Phase,
@@ -517,16 +519,28 @@ impl Session {
         true
     }
 
-    /// Takes new metadata from a re-INVITE or UPDATE; a parsed document replaces the old one,
-    /// a broken one is noted and the last good one kept.
-    pub fn update_metadata(&mut self, md: MetadataOutcome) {
-        match md {
-            MetadataOutcome::Absent => {}
-            MetadataOutcome::Parsed(_) => self.metadata = md,
-            MetadataOutcome::Invalid { error, .. } => {
-                self.notes.push(format!("metadata update ignored: {error}"));
-            }
+    /// Takes a metadata document an in-dialog request carried, `at_ms` after the 200 OK; a
+    /// broken one is also noted. `Absent` (no metadata in the request) is no change.
+    pub fn take_metadata(&mut self, at_ms: u64, via: &'static str, outcome: MetadataOutcome) {
+        match &outcome {
+            MetadataOutcome::Absent => return,
+            MetadataOutcome::Invalid { error, .. } => self.notes.push(format!("metadata update ignored: {error}")),
+            MetadataOutcome::Parsed(_) => {}
         }
+        self.metadata.push(MetadataChange { at_ms, via, outcome });
+    }
+
+    /// The metadata the call stands on now: the last document that parsed, else the INVITE's
+    /// (possibly invalid or absent).
+    pub fn current_metadata(&self) -> &MetadataOutcome {
+        const ABSENT: MetadataOutcome = MetadataOutcome::Absent;
+        self.metadata
+            .iter()
+            .rev()
+            .map(|c| &c.outcome)
+            .find(|o| matches!(o, MetadataOutcome::Parsed(_)))
+            .or_else(|| self.metadata.first().map(|c| &c.outcome))
+            .unwrap_or(&ABSENT)
     }
 }
 

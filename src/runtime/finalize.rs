@@ -65,7 +65,6 @@ pub(super) async fn run(job: Job, done: oneshot::Receiver<CallResult>) {
     }
     ops::count_recording(&streams, result.frames);
     let audit = audit_record(&s, &streams, epoch, times, reason, result.frames, result.rate).to_json();
-    let changes = s.record.metadata_changes(&finishing.limits);
     let ctx = SummaryContext {
         t0: s.t0,
         start: epoch.wall_of(s.t0),
@@ -76,7 +75,7 @@ pub(super) async fn run(job: Job, done: oneshot::Receiver<CallResult>) {
         end_reason: reason.as_str(),
         notes: &s.notes,
     };
-    let mapped = mapping::build_info(&s.record.summary(&changes, &streams, ctx));
+    let mapped = mapping::build_info(&s.record.summary(&s.metadata, &streams, ctx));
     let name = s.name.clone();
     let format = finishing.format;
     let finished = tokio::task::spawn_blocking(move || {
@@ -122,7 +121,7 @@ fn audit_record(
     rate: u32,
 ) -> delivery::audit::AuditRecord {
     let at = |t: Instant| mapping::iso8601(epoch.wall_of(t));
-    let (metadata_warnings, metadata_error) = match &s.metadata {
+    let (metadata_warnings, metadata_error) = match s.current_metadata() {
         MetadataOutcome::Parsed(md) => (md.warnings.clone(), None),
         MetadataOutcome::Invalid { error, .. } => (Vec::new(), Some(error.clone())),
         MetadataOutcome::Absent => (Vec::new(), None),

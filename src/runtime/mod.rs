@@ -400,12 +400,14 @@ impl Signalling {
             Event::Bye { dialog, request } => {
                 info!(call_id = %dialog.call_id, "BYE from the SRC");
                 // RFC 7866 §9.1 lets the final metadata (participants leaving) ride on the BYE.
-                self.metadata_update(&dialog, "BYE", &request, now);
+                let md = self.request_metadata(&request);
+                self.metadata_update(&dialog, "BYE", &request, md, now);
                 self.end_call(&dialog, EndReason::Bye, now);
             }
             Event::InDialog { dialog, request } => {
                 let via = if request.method() == Some("INFO") { "INFO" } else { "UPDATE" };
-                self.metadata_update(&dialog, via, &request, now);
+                let md = self.request_metadata(&request);
+                self.metadata_update(&dialog, via, &request, md, now);
             }
             Event::AckTimeout { dialog } => {
                 warn!(call_id = %dialog.call_id, "no ACK for our 200 OK within 64*T1: ending the call");
@@ -558,7 +560,8 @@ impl Signalling {
             request_uri: request.request_uri().map(str::to_string),
             invite_headers: request.headers.clone(),
         };
-        let skipped = self.settings_say_skip(&record, &plans);
+        let metadata = vec![mapping::MetadataChange { at_ms: 0, via: "INVITE", outcome: offer.metadata }];
+        let skipped = self.settings_say_skip(&metadata, &record, &plans);
         let path = self.spool.active_dir(&name).join(delivery::CAPTURE_FILE);
         let file = match &skipped {
             // Answered like any call, but no audio is stored.
@@ -653,7 +656,7 @@ impl Signalling {
             answer_version: 1,
             answer_id,
             last_answer: sdp_answer,
-            metadata: offer.metadata,
+            metadata,
             sip_headers,
             notes: Vec::new(),
             phase: Phase::Answered,
@@ -679,33 +682,36 @@ impl Signalling {
     /// Takes the recording metadata an in-dialog request carries (a multipart body with a
     /// metadata part, or a bare metadata document), if any: kept in `call.json` with when and how
     /// it came, and applied to the call's current metadata.
-    fn metadata_update(&mut self, dialog: &DialogId, via: &str, request: &Message, now: Instant) {
-        let limits = self.limits();
+    fn metadata_update(&mut self, dialog: &DialogId, via: &'static str, request: &Message, md: MetadataOutcome, now: Instant) {
         let Some(live) = self.sessions.get_mut(dialog) else { return };
         let s = &mut live.session;
-        let md = siprec::metadata_update(request.header("Content-Type"), &request.body, &limits);
         if matches!(md, MetadataOutcome::Absent) {
             return;
         }
         debug!(via, "recording metadata update");
+        let at_ms = now.saturating_duration_since(s.t0).as_millis() as u64;
         s.record.updates.push(session::RecordedUpdate {
             via: via.to_string(),
-            at_ms: now.saturating_duration_since(s.t0).as_millis() as u64,
+            at_ms,
             content_type: request.header("Content-Type").map(str::to_string),
             body: crate::media::srtp::redact_inline_keys(&String::from_utf8_lossy(&request.body)).into_owned(),
         });
-        s.update_metadata(md);
+        s.take_metadata(at_ms, via, md);
         let (name, record) = (s.name.clone(), s.record.clone());
         self.save_record(&name, &record);
     }
 
+    /// The recording metadata an in-dialog request carries (`Absent` if none).
+    fn request_metadata(&self, request: &Message) -> MetadataOutcome {
+        siprec::metadata_update(request.header("Content-Type"), &request.body, &self.limits())
+    }
+
     /// With `tethr.honour_recording_settings`, whether Tethr's recording settings exclude the
     /// call whose agent the metadata names (`Some(reason)`). An unknown agent is recorded.
-    fn settings_say_skip(&self, record: &session::CallRecord, plans: &[session::StreamPlan]) -> Option<String> {
+    fn settings_say_skip(&self, changes: &[mapping::MetadataChange], record: &session::CallRecord, plans: &[session::StreamPlan]) -> Option<String> {
         if !self.config.tethr.as_ref().is_some_and(|t| t.honour_recording_settings) {
             return None;
         }
-        let changes = record.metadata_changes(&self.finishing.limits);
         let streams: Vec<_> = plans.iter().map(|p| p.summary(Default::default())).collect();
         let at = std::time::SystemTime::UNIX_EPOCH;
         let ctx = session::SummaryContext {
@@ -718,7 +724,7 @@ impl Signalling {
             end_reason: "",
             notes: &[],
         };
-        let candidates = mapping::agent_identifiers(&record.summary(&changes, &streams, ctx));
+        let candidates = mapping::agent_identifiers(&record.summary(changes, &streams, ctx));
         if candidates.is_empty() {
             return None;
         }
@@ -783,14 +789,15 @@ impl Signalling {
             // RFC 3261 §14.2: a re-INVITE without an offer (a session refresh, or metadata only)
             // gets our current SDP as the offer in the 200; the media does not change.
             if bare_metadata {
-                self.metadata_update(dialog, "re-INVITE", request, clock::now());
+                let md = self.request_metadata(request);
+                self.metadata_update(dialog, "re-INVITE", request, md, clock::now());
             }
             let Some(s) = self.sessions.get(dialog).map(|l| &l.session) else { return };
             let body = s.last_answer.clone().into_bytes();
             self.endpoint.respond_invite(clock::now(), tx, 200, "OK", Vec::new(), Some(("application/sdp".into(), body)));
             return;
         }
-        let offer = match siprec::parse_offer(request.header("Content-Type"), &request.body, &limits) {
+        let mut offer = match siprec::parse_offer(request.header("Content-Type"), &request.body, &limits) {
             Ok(o) => o,
             Err(e) => {
                 let r = session::refusal_for(&e);
@@ -798,9 +805,8 @@ impl Signalling {
                 return self.refuse(tx, r.code, r.reason, Vec::new());
             }
         };
-        if !matches!(offer.metadata, MetadataOutcome::Absent) {
-            self.metadata_update(dialog, "re-INVITE", request, clock::now());
-        }
+        let md = std::mem::replace(&mut offer.metadata, MetadataOutcome::Absent);
+        self.metadata_update(dialog, "re-INVITE", request, md, clock::now());
         let policy = self.config.media.srtp;
         let relatch_after = self.config.media.relatch_after;
         let Some(live) = self.sessions.get_mut(dialog) else { return };
@@ -871,7 +877,8 @@ impl Signalling {
         // Metadata updates may have named the agent since the INVITE: decide again.
         let excluded_late = live.session.skipped.is_none();
         if excluded_late {
-            live.session.skipped = self.settings_say_skip(&live.session.record, &live.session.plans);
+            let s = &live.session;
+            live.session.skipped = self.settings_say_skip(&s.metadata, &s.record, &s.plans);
         }
         ops::count_call_ended(reason.as_str(), live.session.skipped.is_none());
         let (done_tx, done_rx) = oneshot::channel();
