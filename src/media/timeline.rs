@@ -42,16 +42,27 @@
 //! of the stream's earliest arrivals, the late run above, a codec clock change
 //! ([`Timeline::set_clock_rate`]) and a resume from hold ([`Timeline::set_held`]).
 //!
+//! **Memory.** The call's channels share one ring of interleaved frames, the layout of the
+//! recording itself: a packet's samples are written into their channel's slots, and what is
+//! final is handed out as slices of the ring, at least [`FLUSH`] at a time, so the writer passes
+//! them to the file as they are (one `write` per half second of a call, no copy in between) and
+//! each sample crosses memory three times (placed, written out, cleared) whatever the channel
+//! count. The frontier (before which packets are late) still moves on every
+//! [`Timeline::advance`]; only the handing out waits for a full chunk.
+//!
 //! Channels can be added mid-call ([`Timeline::add_channel`]); from then on the frames handed
-//! out are one sample wider. Per packet nothing is allocated: rings and the output buffer are
-//! sized once per call (and once per added channel), and placing a packet costs a few integer
-//! operations besides copying its samples. Not done here: packet-loss concealment, decoding,
+//! out are one sample wider. Per packet nothing is allocated: the ring is sized once per call
+//! (and once per added channel), and placing a packet costs a few integer operations besides
+//! copying its samples. Not done here: packet-loss concealment, decoding,
 //! resampling (the caller passes samples at the recording's rate), RTCP.
 
 use std::time::{Duration, Instant};
 
-/// Samples buffered per channel ahead of the frontier (at least; see [`Timeline::new`]).
+/// Audio buffered ahead of the frontier (at least; see [`Timeline::new`]).
 pub const RING: Duration = Duration::from_secs(2);
+/// Final audio is handed out once this much has gathered (and at the end): large writes, few
+/// system calls, no copy into a write buffer. The ring holds it on top of [`RING`].
+pub const FLUSH: Duration = Duration::from_millis(500);
 /// Newest packets late for this long of arrival time in a row re-anchor the stream. A stall's
 /// burst arrives within a few wake-ups, far inside it.
 pub const LATE_STREAK: Duration = Duration::from_millis(250);
@@ -76,8 +87,6 @@ const LEAK_SHIFT: u32 = 6;
 /// RFC 3550 §A.1: larger sequence jumps are a restart, believed when the next packet follows.
 const MAX_DROPOUT: i64 = 3000;
 const MAX_MISORDER: i64 = 100;
-/// Samples (all channels) handed out per call of the output closure.
-const CHUNK_SAMPLES: usize = 2048;
 
 /// Counters of one stream, reported in `info.metaData`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -171,7 +180,6 @@ impl Anchor {
 
 #[derive(Debug)]
 struct Channel {
-    ring: Box<[i16]>,
     /// Recording samples per RTP tick, as the reduced fraction `num / den`.
     num: i64,
     den: i64,
@@ -186,9 +194,8 @@ struct Channel {
 }
 
 impl Channel {
-    fn new(ring_len: i64) -> Self {
+    fn new() -> Self {
         Channel {
-            ring: vec![0; ring_len as usize].into_boxed_slice(),
             num: 1,
             den: 1,
             seq: None,
@@ -254,7 +261,10 @@ impl Channel {
 /// The timeline's durations in samples at its rate, computed once.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
+    /// Frames in the ring.
     ring_len: i64,
+    /// Final frames gathered before they are handed out.
+    flush: i64,
     window: i64,
     late_streak: i64,
     jump: i64,
@@ -270,8 +280,12 @@ pub struct Timeline {
     t0: Instant,
     rate: u32,
     limits: Limits,
-    /// Next frame to be handed out.
+    /// Frames before it are final: a packet for them is late.
     frontier: i64,
+    /// Frames handed out (at most `frontier`); the ring holds `emitted .. emitted + ring_len`.
+    emitted: i64,
+    /// `ring_len` frames of `channels.len()` interleaved samples.
+    ring: Box<[i16]>,
     channels: Vec<Channel>,
 }
 
@@ -281,8 +295,10 @@ impl Timeline {
     pub fn new(t0: Instant, rate: u32, channels: usize, window: Duration) -> Self {
         let rate = rate.max(1);
         let s = |d: Duration| samples(d, rate);
+        let flush = s(FLUSH).max(1);
         let limits = Limits {
-            ring_len: s(RING).max(s(window) * 2 + s(Duration::from_secs(1))).max(2),
+            ring_len: s(RING).max(s(window) * 2 + s(Duration::from_secs(1))).max(2) + flush,
+            flush,
             window: s(window),
             late_streak: s(LATE_STREAK),
             jump: s(window.max(MIN_JUMP)),
@@ -291,21 +307,30 @@ impl Timeline {
             settle: s(SETTLE),
             grace: s(SWITCH_GRACE),
         };
-        let channels = (0..channels).map(|_| Channel::new(limits.ring_len)).collect();
-        Timeline { t0, rate, limits, frontier: 0, channels }
+        let ring = vec![0; limits.ring_len as usize * channels].into_boxed_slice();
+        let channels = (0..channels).map(|_| Channel::new()).collect();
+        Timeline { t0, rate, limits, frontier: 0, emitted: 0, ring, channels }
     }
 
     pub fn channels(&self) -> usize {
         self.channels.len()
     }
 
-    /// Adds a silent channel (a stream added mid-call) and returns its index. Allocates its
-    /// ring. Every frame handed out from now on carries one more sample: the output must be
+    /// Adds a silent channel (a stream added mid-call) and returns its index. Allocates a wider
+    /// ring and moves the buffered frames into it. Every frame handed out from now on carries one more sample: the output must be
     /// able to take it (a WAV cannot change its channel count; size the timeline for every
     /// stream the call may carry instead).
     pub fn add_channel(&mut self) -> usize {
-        self.channels.push(Channel::new(self.limits.ring_len));
-        self.channels.len() - 1
+        let nch = self.channels.len();
+        let mut ring = vec![0; self.limits.ring_len as usize * (nch + 1)].into_boxed_slice();
+        if nch > 0 {
+            for (to, from) in ring.chunks_exact_mut(nch + 1).zip(self.ring.chunks_exact(nch)) {
+                to[..nch].copy_from_slice(from);
+            }
+        }
+        self.ring = ring;
+        self.channels.push(Channel::new());
+        nch
     }
 
     pub fn stats(&self, channel: usize) -> Option<StreamStats> {
@@ -314,7 +339,7 @@ impl Timeline {
 
     /// Frames handed out so far.
     pub fn frames_written(&self) -> u64 {
-        self.frontier as u64
+        self.emitted as u64
     }
 
     /// Sets the RTP clock rate of a channel's codec (8000 for G.711 and G.722, 48000 for Opus);
@@ -359,8 +384,11 @@ impl Timeline {
     /// Places one packet's decoded samples (at the recording's rate) on `channel`.
     pub fn place(&mut self, channel: usize, now: Instant, rtp: RtpMeta, pcm: &[i16]) {
         let arrival = self.position_of(now);
-        let (frontier, lim) = (self.frontier, self.limits);
-        let Some(ch) = self.channels.get_mut(channel) else { return };
+        let (frontier, emitted, lim, nch) = (self.frontier, self.emitted, self.limits, self.channels.len());
+        let Self { ring, channels, .. } = self;
+        let Some(ch) = channels.get_mut(channel) else { return };
+        // The ring holds `emitted .. emitted + ring_len`; packets before the frontier are late.
+        let room = Room { frontier, end: emitted + lim.ring_len, ring_len: lim.ring_len, nch, channel };
         let n = pcm.len() as i64;
         if n == 0 || n > lim.ring_len / 2 {
             return;
@@ -403,7 +431,7 @@ impl Timeline {
                     if slip > 0 {
                         ch.stats.drift_inserted += slip as u64;
                         // Fill the inserted samples with the packet's first one: no click.
-                        fill(&mut ch.ring, frontier, lim.ring_len, pos..pos + slip, pcm[0]);
+                        room.fill(ring, pos..pos + slip, pcm[0]);
                     } else {
                         ch.stats.drift_dropped += slip.unsigned_abs();
                     }
@@ -436,7 +464,7 @@ impl Timeline {
         };
         // Only what lies between the frontier and the end of the ring can be stored.
         let start = pos.max(frontier);
-        let end = (pos + n).min(frontier + lim.ring_len);
+        let end = (pos + n).min(room.end);
         if start >= end {
             ch.stats.late += 1;
             return;
@@ -445,11 +473,7 @@ impl Timeline {
             ch.stats.late += 1; // partly late: its head was already written
         }
         ch.stats.packets += 1;
-        let src = &pcm[(start - pos) as usize..(end - pos) as usize];
-        let at = start.rem_euclid(lim.ring_len) as usize;
-        let first = src.len().min(ch.ring.len() - at);
-        ch.ring[at..at + first].copy_from_slice(&src[..first]);
-        ch.ring[..src.len() - first].copy_from_slice(&src[first..]);
+        room.put(ring, start, &pcm[(start - pos) as usize..(end - pos) as usize]);
     }
 
     /// Takes a packet of the stream that carries no audio (an RFC 4733 event, comfort noise)
@@ -464,60 +488,82 @@ impl Timeline {
         }
     }
 
-    /// Hands out every frame that is now older than the reorder window, as interleaved chunks.
+    /// Makes every frame older than the reorder window final, and hands the final frames out
+    /// (as interleaved slices of the ring) once at least [`FLUSH`] of them have gathered.
     pub fn advance<E>(&mut self, now: Instant, sink: impl FnMut(&[i16]) -> Result<(), E>) -> Result<(), E> {
         let target = self.position_of(now) - self.limits.window;
-        self.emit_until(target, sink)
+        self.frontier = self.frontier.max(target);
+        if self.frontier - self.emitted < self.limits.flush {
+            return Ok(());
+        }
+        self.emit_until(self.frontier, sink)
     }
 
     /// Hands out everything up to `end` (the call's end), silence included, so the recording is
-    /// exactly `end − t0` long. Audio placed beyond `end` is discarded.
+    /// exactly `end − t0` long (unless more was handed out already). Audio placed beyond `end`
+    /// is discarded.
     pub fn finish<E>(&mut self, end: Instant, sink: impl FnMut(&[i16]) -> Result<(), E>) -> Result<(), E> {
         let target = self.position_of(end);
+        self.frontier = self.frontier.max(target);
         self.emit_until(target, sink)
     }
 
     fn emit_until<E>(&mut self, target: i64, mut sink: impl FnMut(&[i16]) -> Result<(), E>) -> Result<(), E> {
         let nch = self.channels.len();
         if nch == 0 {
-            self.frontier = self.frontier.max(target);
+            self.emitted = self.emitted.max(target);
             return Ok(());
         }
         let ring_len = self.limits.ring_len;
-        // On the stack, so it is in cache on every call's turn (a buffer per call would not be).
-        let mut buf = [0i16; CHUNK_SAMPLES];
-        let chunk_frames = (CHUNK_SAMPLES / nch).max(1);
-        while self.frontier < target {
-            let frames = ((target - self.frontier) as usize).min(chunk_frames);
-            // The frames lie in at most two runs of the ring: copy them slice-wise (this runs
-            // for every sample of every call) and clear them for the next turn of the ring.
-            let at = self.frontier.rem_euclid(ring_len) as usize;
-            let first = at..(at + frames).min(ring_len as usize);
-            let second = 0..frames - first.len();
-            let Some(out) = buf.get_mut(..frames * nch) else { return Ok(()) }; // > 2048 channels
-            let (head, tail) = out.split_at_mut(first.len() * nch);
-            for (out, run) in [(head, first), (tail, second)] {
-                if let [a, b] = &mut self.channels[..] {
-                    // Two channels, the usual call: one pass that interleaves both.
-                    for ((frame, x), y) in out.chunks_exact_mut(2).zip(&a.ring[run.clone()]).zip(&b.ring[run.clone()]) {
-                        frame[0] = *x;
-                        frame[1] = *y;
-                    }
-                } else {
-                    for (c, ch) in self.channels.iter().enumerate() {
-                        for (frame, s) in out.chunks_exact_mut(nch).zip(&ch.ring[run.clone()]) {
-                            frame[c] = *s;
-                        }
-                    }
-                }
-                for ch in &mut self.channels {
-                    ch.ring[run.clone()].fill(0);
-                }
-            }
-            self.frontier += frames as i64;
-            sink(&buf[..frames * nch])?;
+        while self.emitted < target {
+            // At most up to the ring's end: the frames are one slice of it.
+            let at = self.emitted.rem_euclid(ring_len);
+            let frames = (target - self.emitted).min(ring_len - at);
+            let run = &mut self.ring[at as usize * nch..(at + frames) as usize * nch];
+            self.emitted += frames;
+            let r = sink(run);
+            // Cleared for the ring's next turn.
+            run.fill(0);
+            r?;
         }
         Ok(())
+    }
+}
+
+/// Where one packet may write in the ring: from the frontier to the ring's end, in its
+/// channel's slots.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    frontier: i64,
+    end: i64,
+    ring_len: i64,
+    nch: usize,
+    channel: usize,
+}
+
+impl Room {
+    /// Writes `src` from position `start` (within the room) into the channel's slots.
+    fn put(&self, ring: &mut [i16], start: i64, src: &[i16]) {
+        let at = start.rem_euclid(self.ring_len) as usize;
+        let first = src.len().min(self.ring_len as usize - at);
+        let (nch, c) = (self.nch, self.channel);
+        for (run_at, run) in [(at, &src[..first]), (0, &src[first..])] {
+            let frames = &mut ring[run_at * nch..(run_at + run.len()) * nch];
+            if nch == 1 {
+                frames.copy_from_slice(run);
+            } else {
+                for (frame, s) in frames.chunks_exact_mut(nch).zip(run) {
+                    frame[c] = *s;
+                }
+            }
+        }
+    }
+
+    /// Writes `value` over `range`, where it lies within the room.
+    fn fill(&self, ring: &mut [i16], range: std::ops::Range<i64>, value: i16) {
+        for p in range.start.max(self.frontier)..range.end.min(self.end) {
+            ring[p.rem_euclid(self.ring_len) as usize * self.nch + self.channel] = value;
+        }
     }
 }
 
@@ -538,13 +584,6 @@ fn drift_step(a: &Anchor, silence: i64, arrival: i64, n: i64, lim: Limits) -> i6
     }
     // One sample per 160: 1/8000 s per 20 ms packet whatever the rate.
     (n / 160).max(1) * err.signum()
-}
-
-/// Writes `value` over `range` of a ring, where it lies between the frontier and the ring's end.
-fn fill(ring: &mut [i16], frontier: i64, ring_len: i64, range: std::ops::Range<i64>, value: i16) {
-    for p in range.start.max(frontier)..range.end.min(frontier + ring_len) {
-        ring[p.rem_euclid(ring_len) as usize] = value;
-    }
 }
 
 fn gcd(mut a: u32, mut b: u32) -> u32 {
@@ -1012,13 +1051,63 @@ mod tests {
     }
 
     #[test]
+    fn final_audio_is_handed_out_in_large_slices_and_packets_are_late_by_the_frontier() {
+        let t0 = crate::clock::now();
+        let mut tl = Timeline::new(t0, 8000, 2, 60 * MS);
+        let mut sizes = Vec::new();
+        let mut out = Vec::new();
+        for i in 0..200u32 {
+            let at = t0 + (i + 1) * 20 * MS;
+            tl.place(0, at, meta(i as u16, i * 160), &pkt(1));
+            if i != 150 {
+                tl.place(1, at, meta(i as u16, i * 160), &pkt(2));
+            }
+            tl.advance(at, |s| {
+                sizes.push(s.len() / 2);
+                out.extend_from_slice(s);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            if i == 160 {
+                // Its place (frames 24,000 to 24,160) is final though not yet handed out.
+                tl.place(1, at, meta(150, 150 * 160), &pkt(9));
+            }
+        }
+        let flush = samples(FLUSH, 8000) as usize;
+        assert!(sizes.iter().all(|n| *n >= flush), "{sizes:?}");
+        assert!(sizes.len() <= 4000 / 500, "one slice per half second at most: {sizes:?}");
+        assert_eq!(tl.frames_written() as usize, sizes.iter().sum::<usize>());
+        out.extend(collect(&mut tl, t0 + 4000 * MS));
+        assert_eq!(out.len(), 2 * 32000);
+        let ch1: Vec<i16> = out.iter().skip(1).step_by(2).copied().collect();
+        assert!(ch1[24000..24160].iter().all(|s| *s == 0), "the late packet is not placed");
+        assert!(ch1[..24000].iter().chain(&ch1[24160..]).all(|s| *s == 2));
+        assert_eq!(tl.stats(1).unwrap().late, 1);
+    }
+
+    #[test]
+    fn finish_cuts_final_audio_not_yet_handed_out_at_the_end() {
+        let t0 = crate::clock::now();
+        let mut tl = Timeline::new(t0, 8000, 1, 60 * MS);
+        let mut out = Vec::new();
+        steady(&mut tl, t0, 0..100, 3, &mut out);
+        // The call ended at 1.5 s (e.g. at its last packet, found by the RTP timeout), though
+        // 1.94 s are final.
+        assert!(out.len() <= 12000);
+        out.extend(collect(&mut tl, t0 + 1500 * MS));
+        assert_eq!(out.len(), 12000);
+        assert!(out.iter().all(|s| *s == 3));
+    }
+
+    #[test]
     fn added_channel_starts_at_its_place() {
         let t0 = crate::clock::now();
         let mut tl = Timeline::new(t0, 8000, 1, 60 * MS);
         let mut out = Vec::new();
         steady(&mut tl, t0, 0..50, 1, &mut out);
+        // What was handed out stays mono; final frames not yet handed out widen with the ring.
         let mono = out.len();
-        assert_eq!(mono, 8000 - 480, "one second less the reorder window");
+        assert!(mono > 0 && mono <= 8000 - 480, "at most one second less the reorder window: {mono}");
         assert_eq!(tl.add_channel(), 1);
         for i in 50..100u32 {
             let at = t0 + (i + 1) * 20 * MS;
@@ -1032,8 +1121,9 @@ mod tests {
         assert_eq!(stereo.len(), 2 * (16000 - mono));
         assert!(stereo.iter().step_by(2).all(|s| *s == 1));
         let ch1: Vec<i16> = stereo.iter().skip(1).step_by(2).copied().collect();
-        assert!(ch1[..480].iter().all(|s| *s == 0), "silent until its first packet");
-        assert!(ch1[480..].iter().all(|s| *s == 2));
+        // Its first packet arrives at 1,020 ms: it covers frames 8,000 to 8,160.
+        assert!(ch1[..8000 - mono].iter().all(|s| *s == 0), "silent until its first packet");
+        assert!(ch1[8000 - mono..].iter().all(|s| *s == 2));
     }
 
     #[test]

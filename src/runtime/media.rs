@@ -15,9 +15,10 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, ErrorKind};
+use std::io::ErrorKind;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -147,12 +148,16 @@ pub struct MediaHandle {
 #[derive(Debug)]
 struct Shard {
     tx: mpsc::Sender<Command>,
+    /// Set after each command sent: the media thread checks it (one load) before each socket
+    /// it drains, and looks at the channel only when it is set.
+    pending: Arc<AtomicBool>,
     waker: Waker,
 }
 
 impl Shard {
     fn send(&self, cmd: Command) {
         if self.tx.send(cmd).is_ok() {
+            self.pending.store(true, Ordering::Release);
             let _ = self.waker.wake();
         }
     }
@@ -424,7 +429,8 @@ struct Call {
     timeline: Timeline,
     /// Channel → the token of its RTP socket.
     by_channel: Vec<Option<usize>>,
-    wav: Option<WavWriter<BufWriter<File>>>,
+    /// Written unbuffered: the timeline hands out half a second of the call at a time.
+    wav: Option<WavWriter<File>>,
     tokens: Vec<usize>,
     last_activity: Instant,
     rtp_timeout: Duration,
@@ -490,14 +496,34 @@ pub fn start(events: tmpsc::UnboundedSender<MediaEvent>) -> std::io::Result<(Med
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (tx, rx) = mpsc::channel();
         let events = events.clone();
-        threads.push(std::thread::Builder::new().name(format!("media-{i}")).spawn(move || run(poll, rx, events))?);
-        shards.push(Shard { tx, waker });
+        let pending = Arc::new(AtomicBool::new(false));
+        let commands = Commands { rx, pending: pending.clone() };
+        threads.push(std::thread::Builder::new().name(format!("media-{i}")).spawn(move || run(poll, commands, events))?);
+        shards.push(Shard { tx, pending, waker });
     }
     info!(threads = n, "media threads started");
     Ok((MediaHandle { shards: shards.into() }, MediaThreads(threads)))
 }
 
-fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSender<MediaEvent>) {
+/// A media thread's end of its command channel.
+struct Commands {
+    rx: mpsc::Receiver<Command>,
+    pending: Arc<AtomicBool>,
+}
+
+impl Commands {
+    /// The commands sent since the last call (none, without touching the channel, if none was).
+    fn take(&self, mut each: impl FnMut(Command)) {
+        // Cleared before the channel is read: a command sent meanwhile sets it again.
+        if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::Acquire) {
+            while let Ok(cmd) = self.rx.try_recv() {
+                each(cmd);
+            }
+        }
+    }
+}
+
+fn run(mut poll: Poll, commands: Commands, events: tmpsc::UnboundedSender<MediaEvent>) {
     let mut mio_events = Events::with_capacity(8192);
     // Socket tokens are stream slab indexes.
     let mut streams: Slab<Stream> = Slab::new();
@@ -527,12 +553,10 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
         // Checked again before each socket is drained: the window in which an update could be
         // missed is then microseconds, not a whole wake-up.
         let mut take_updates = |calls: &mut Slab<Call>, streams: &mut Slab<Stream>| {
-            while let Ok(cmd) = rx.try_recv() {
-                match cmd {
-                    Command::Update { key, changes } => apply_update(calls, &call_index, streams, key, &changes, now),
-                    c => later.push(c),
-                }
-            }
+            commands.take(|cmd| match cmd {
+                Command::Update { key, changes } => apply_update(calls, &call_index, streams, key, &changes, now),
+                c => later.push(c),
+            });
         };
         take_updates(&mut calls, &mut streams);
         for ev in mio_events.iter() {
@@ -559,7 +583,7 @@ fn run(mut poll: Poll, rx: mpsc::Receiver<Command>, events: tmpsc::UnboundedSend
                     // No file: the call is answered but not stored (Tethr's recording settings).
                     let recorded = setup.file.is_some();
                     let wav = setup.file.and_then(|file| {
-                        match WavWriter::new(BufWriter::with_capacity(64 * 1024, file), setup.channels as u16, setup.rate) {
+                        match WavWriter::new(file, setup.channels as u16, setup.rate) {
                             Ok(w) => Some(w),
                             Err(e) => {
                                 let _in_call = setup.span.enter();
@@ -684,12 +708,9 @@ fn finish(call: &mut Call, end: Instant) -> CallResult {
         };
         let len = w.len_bytes();
         match r.and_then(|_| w.finish()) {
-            Ok(buf) => match buf.into_inner() {
-                Ok(file) => match file.set_len(len) {
-                    Ok(()) => audio = Some(file),
-                    Err(e) => error = Some(format!("truncate: {e}")),
-                },
-                Err(e) => error = Some(format!("flush: {}", e.error())),
+            Ok(file) => match file.set_len(len) {
+                Ok(()) => audio = Some(file),
+                Err(e) => error = Some(format!("truncate: {e}")),
             },
             Err(e) => error = Some(e.to_string()),
         }
