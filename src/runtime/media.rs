@@ -30,6 +30,7 @@ use crate::clock;
 use crate::media::codec::dtmf::DtmfDetector;
 use crate::media::codec::{self, Decoder, PayloadKind};
 use crate::media::latch::{Latch, Verdict};
+use crate::media::prefetch;
 use crate::media::resample::Resampler;
 use crate::media::srtp::{CryptoOffer, SrtpReceiver};
 use crate::media::timeline::{RtpMeta, StreamStats, Timeline};
@@ -40,6 +41,9 @@ use crate::media::wav::WavWriter;
 use crate::runtime::rx::{self, Drain};
 
 const WAKER: Token = Token(usize::MAX);
+/// How often each call's timeline frontier moves (what is older than the reorder window becomes
+/// final), its final audio is handed to its file once a chunk has gathered, its RTP timeout is
+/// checked and, every [`CHECKPOINT`], its WAV header updated.
 const TICK: Duration = Duration::from_millis(20);
 const CHECKPOINT: Duration = Duration::from_secs(1);
 /// Room for one packet's samples after resampling: the largest upsampling is 8 kHz to 48 kHz.
@@ -212,6 +216,17 @@ impl<T> Slab<T> {
                 self.items.push(Some(t));
                 self.items.len() - 1
             }
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&T> {
+        self.items.get(i)?.as_ref()
+    }
+
+    /// Cache hint for the entry at `i` (the first line of its slot), without reading it.
+    fn prefetch(&self, i: usize) {
+        if let Some(slot) = self.items.get(i) {
+            prefetch::read(slot);
         }
     }
 
@@ -389,6 +404,18 @@ impl Rx {
         timeline.set_held(ch.channel, ch.held);
     }
 
+    /// Cache hints for the fields a packet reads.
+    fn prefetch(&self) {
+        prefetch::read(&self.latch);
+        prefetch::read(&self.srtp_broken);
+        prefetch::read(&self.srtp);
+        prefetch::read(&self.ssrc);
+        prefetch::read(&self.codec);
+        prefetch::read(&self.previous);
+        prefetch::read(&self.decoder);
+        prefetch::read(&self.resampler);
+    }
+
     /// What is reported for the stream at the end.
     fn report(&mut self, t0: Instant, end: Instant) -> StreamMedia {
         if let Some(d) = self.dtmf.finish() {
@@ -433,6 +460,8 @@ struct Call {
     wav: Option<WavWriter<File>>,
     tokens: Vec<usize>,
     last_activity: Instant,
+    /// Every stream is on hold: the RTP timeout is suspended (see [`Call::refresh_held`]).
+    all_held: bool,
     rtp_timeout: Duration,
     timeout_reported: bool,
     last_checkpoint: Instant,
@@ -440,18 +469,28 @@ struct Call {
 }
 
 impl Call {
-    /// Whether every stream of the call is on hold (an RTP-less call counts as held only if it
-    /// has a stream).
-    fn all_held(&self, streams: &mut Slab<Stream>) -> bool {
+    /// Works out again whether every stream of the call is on hold (an RTP-less call counts as
+    /// held only if it has a stream), after its streams changed.
+    fn refresh_held(&mut self, streams: &Slab<Stream>) {
         let mut any = false;
         for t in self.by_channel.iter().flatten() {
-            match streams.get_mut(*t).and_then(|s| s.rx.as_ref()) {
+            match streams.get(*t).and_then(|s| s.rx.as_ref()) {
                 Some(rx) if rx.held => any = true,
-                Some(_) => return false,
+                Some(_) => {
+                    self.all_held = false;
+                    return;
+                }
                 None => {}
             }
         }
-        any
+        self.all_held = any;
+    }
+
+    /// Cache hints for the fields a packet reads.
+    fn prefetch(&self) {
+        prefetch::read(&self.t0);
+        prefetch::read(&self.last_activity);
+        self.timeline.prefetch_header();
     }
 
     fn write_until(&mut self, now: Instant) {
@@ -525,6 +564,8 @@ impl Commands {
 
 fn run(mut poll: Poll, commands: Commands, events: tmpsc::UnboundedSender<MediaEvent>) {
     let mut mio_events = Events::with_capacity(8192);
+    // The tokens of one poll's ready sockets, in order (for `look_ahead`).
+    let mut ready: Vec<usize> = Vec::with_capacity(8192);
     // Socket tokens are stream slab indexes.
     let mut streams: Slab<Stream> = Slab::new();
     let mut calls: Slab<Call> = Slab::new();
@@ -559,12 +600,12 @@ fn run(mut poll: Poll, commands: Commands, events: tmpsc::UnboundedSender<MediaE
             });
         };
         take_updates(&mut calls, &mut streams);
-        for ev in mio_events.iter() {
-            if ev.token() == WAKER {
-                continue;
-            }
+        ready.clear();
+        ready.extend(mio_events.iter().map(|ev| ev.token().0).filter(|t| *t != WAKER.0));
+        for i in 0..ready.len() {
+            look_ahead(&streams, &calls, &ready, i);
             take_updates(&mut calls, &mut streams);
-            let Some(s) = streams.get_mut(ev.token().0) else { continue };
+            let Some(s) = streams.get_mut(ready[i]) else { continue };
             let (Some(rx), Some(call)) = (s.rx.as_mut(), calls.get_mut(s.call)) else {
                 // RTCP (RFC 3550 §6) is drained so its queue does not fill and no ICMP
                 // port-unreachable goes back; its reports are not used for alignment.
@@ -609,6 +650,7 @@ fn run(mut poll: Poll, commands: Commands, events: tmpsc::UnboundedSender<MediaE
                         wav,
                         tokens: Vec::with_capacity(setup.streams.len() * 2),
                         last_activity: setup.t0,
+                        all_held: false,
                         rtp_timeout: setup.rtp_timeout,
                         timeout_reported: false,
                         last_checkpoint: setup.t0,
@@ -676,7 +718,7 @@ fn run(mut poll: Poll, commands: Commands, events: tmpsc::UnboundedSender<MediaE
                         }
                 }
                 // The RTP timeout is suspended while every stream is on hold: nothing is expected.
-                if call.all_held(&mut streams) {
+                if call.all_held {
                     call.last_activity = now;
                 }
                 if !call.timeout_reported && now.duration_since(call.last_activity) >= call.rtp_timeout {
@@ -745,6 +787,40 @@ fn watch(poll: &Poll, streams: &mut Slab<Stream>, calls: &mut Slab<Call>, index:
             }
         }
     }
+    if let Some(call) = calls.get_mut(index) {
+        call.refresh_held(streams);
+    }
+}
+
+/// Asks the cache for the state the next sockets' packets will need, in stages, each reading
+/// only what the stage before asked for one socket earlier (a system call, about 2 µs, ago):
+/// four sockets ahead the stream's slot; three ahead its decoding state and its call's slot;
+/// two ahead the call's fields; one ahead the channel's state; and for the socket about to be
+/// read, the ring slots its packet will fill. See `media::prefetch`.
+fn look_ahead(streams: &Slab<Stream>, calls: &Slab<Call>, ready: &[usize], i: usize) {
+    let stream = |k: usize| ready.get(i + k).and_then(|&t| streams.get(t)).filter(|s| s.rx.is_some());
+    if let Some(&t) = ready.get(i + 5) {
+        streams.prefetch(t);
+    }
+    if let Some(s) = stream(4) {
+        if let Some(rx) = &s.rx {
+            rx.prefetch();
+        }
+        calls.prefetch(s.call);
+    }
+    if let Some(call) = stream(3).and_then(|s| calls.get(s.call)) {
+        call.prefetch();
+    }
+    if let Some(s) = stream(2)
+        && let Some(call) = calls.get(s.call)
+    {
+        call.timeline.prefetch_channel(s.channel);
+    }
+    if let Some(s) = stream(1)
+        && let Some(call) = calls.get(s.call)
+    {
+        call.timeline.prefetch_place(s.channel, call.rate as usize / 50);
+    }
 }
 
 /// Decodes one audio packet, resamples it to the call's rate and places it.
@@ -776,13 +852,16 @@ fn decode_and_place(
 /// Applies a re-INVITE's changes to a call's streams.
 fn apply_update(calls: &mut Slab<Call>, call_index: &HashMap<u64, usize>, streams: &mut Slab<Stream>, key: u64, changes: &[StreamChange], now: Instant) {
     let Some(call) = call_index.get(&key).and_then(|&i| calls.get_mut(i)) else { return };
-    let _in_call = call.span.enter();
-    for ch in changes {
-        let Some(token) = call.by_channel.get(ch.channel).copied().flatten() else { continue };
-        if let Some(rx) = streams.get_mut(token).and_then(|s| s.rx.as_mut()) {
-            rx.apply(ch, call.rate, &mut call.timeline, call.t0, now);
+    {
+        let _in_call = call.span.enter();
+        for ch in changes {
+            let Some(token) = call.by_channel.get(ch.channel).copied().flatten() else { continue };
+            if let Some(rx) = streams.get_mut(token).and_then(|s| s.rx.as_mut()) {
+                rx.apply(ch, call.rate, &mut call.timeline, call.t0, now);
+            }
         }
     }
+    call.refresh_held(streams);
 }
 
 /// One datagram of an RTP socket, in the order the notes give: latch the source,
