@@ -60,6 +60,13 @@ impl Latch {
         }
     }
 
+    /// Cache hints for [`Latch::admit`] (`media::prefetch`).
+    pub fn prefetch(&self) {
+        crate::media::prefetch::read(&self.source);
+        crate::media::prefetch::read(&self.foreign);
+        crate::media::prefetch::read(&self.relatch_after);
+    }
+
     /// Forgets the source, so the next packet latches (a re-INVITE moved the SRC's address:
     /// waiting `relatch_after` would cost audio). The foreign count is kept.
     pub fn reset(&mut self) {

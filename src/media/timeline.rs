@@ -379,19 +379,31 @@ impl Timeline {
     /// Cache hints (`media::prefetch`) for placing a packet soon: the timeline's own fields.
     pub fn prefetch_header(&self) {
         use crate::media::prefetch::read;
+        read(&self.t0);
+        read(&self.rate);
         read(&self.channels);
         read(&self.ring);
-        read(&self.limits);
+        read(&self.limits.ring_len);
+        read(&self.limits.grace);
         read(&self.frontier);
+        read(&self.emitted);
     }
 
     /// ... then `channel`'s state (its sequence numbers, anchor and counters) ...
     pub fn prefetch_channel(&self, channel: usize) {
         use crate::media::prefetch::read;
         if let Some(ch) = self.channels.get(channel) {
+            // Every field: a hint covers one cache line, and the layout is the compiler's.
+            read(&ch.num);
+            read(&ch.den);
             read(&ch.seq);
             read(&ch.anchor);
+            read(&ch.prev_ssrc);
+            read(&ch.resync);
+            read(&ch.held);
             read(&ch.stats.packets);
+            read(&ch.stats.late);
+            read(&ch.stats.first_at);
             read(&ch.stats.last_at);
         }
     }

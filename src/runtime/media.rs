@@ -1,15 +1,18 @@
 //! The media threads: receive every call's RTP, place it on the call's timeline and write the
 //! WAV as they go, off the async workers.
 //!
-//! Calls are spread round-robin (by call key) over one media thread per CPU core, at most
-//! [`MAX_THREADS`]; each runs a mio poll loop over its calls' RTP/RTCP sockets. Each wake-up
-//! (at most one per `rx::CADENCE`) reads the clock once, drains every ready socket with
-//! `recvmmsg` into one reused buffer and, per packet: latches the source, decrypts SRTP (into a
-//! reused scratch buffer), classifies the payload type (audio, RFC 4733 telephone-event,
-//! comfort noise, unknown), decodes the stream's codec and resamples it to the call's rate into
-//! reused buffers, and places the samples (nothing is allocated or hashed per packet). Every tick (20 ms) each call's timeline
-//! hands the frames older than the reorder window to its WAV writer, and once a second the WAV
-//! header is brought up to date, so a crash leaves a playable file. Commands come from the
+//! There is one media thread per CPU core, at most [`MAX_THREADS`]; a new call goes to the first
+//! thread with fewer than [`FILL`] calls, then to the least loaded ([`Placement`]). Each runs a
+//! mio poll loop over its calls' RTP/RTCP sockets. Each wake-up (at most one per
+//! `rx::CADENCE`) reads the clock once, drains every ready socket with `recvmmsg` into one
+//! reused buffer and, per packet: latches the source, decrypts SRTP (into a reused scratch
+//! buffer), classifies the payload type (audio, RFC 4733 telephone-event, comfort noise,
+//! unknown), decodes the stream's codec and resamples it to the call's rate into reused
+//! buffers, and places the samples (nothing is allocated or hashed per packet). The state the
+//! next sockets' packets need is prefetched a few sockets ahead ([`look_ahead`]). Every tick
+//! (20 ms) each call's timeline makes what is older than the reorder window final and hands it
+//! to the WAV file once 32 KiB have gathered, and once a second the WAV header is brought up
+//! to date, so a crash leaves a playable file. Commands come from the
 //! signalling task over a channel with a mio waker; events go back over a tokio channel. The
 //! finished WAV's fsync is left to the caller, off these threads.
 
@@ -143,10 +146,61 @@ pub enum MediaEvent {
 /// Most media threads started, whatever the core count.
 pub const MAX_THREADS: usize = 16;
 
+/// Calls a media thread takes before the next one is used: below it, one thread's wake-ups
+/// serve all its calls at once (each extra thread costs its own wake-ups, about 8 µs of context
+/// switch each on a VM, 200 a second); above it, calls go to the least loaded thread. One
+/// thread handles more than 2,000 calls within a core (docs/performance.md).
+pub const FILL: usize = 250;
+
 /// Handle to the media threads: routes each command to the thread that owns its call.
 #[derive(Debug, Clone)]
 pub struct MediaHandle {
     shards: std::sync::Arc<[Shard]>,
+    placement: Arc<std::sync::Mutex<Placement>>,
+}
+
+/// Which media thread owns which call (sans-IO). A new call goes to the first thread with
+/// fewer than `fill` calls, or, when all have that many, to the least loaded one.
+#[derive(Debug)]
+pub struct Placement {
+    fill: usize,
+    load: Vec<usize>,
+    owner: HashMap<u64, usize>,
+}
+
+impl Placement {
+    pub fn new(threads: usize, fill: usize) -> Self {
+        Placement { fill, load: vec![0; threads.max(1)], owner: HashMap::new() }
+    }
+
+    /// The thread a new call `key` goes to.
+    pub fn assign(&mut self, key: u64) -> usize {
+        let by_fill = self.load.iter().position(|n| *n < self.fill);
+        let least = || self.load.iter().enumerate().min_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
+        let t = by_fill.unwrap_or_else(least);
+        if let Some(old) = self.owner.insert(key, t) {
+            self.load[old] -= 1; // a key reused before its end: counted once
+        }
+        self.load[t] += 1;
+        t
+    }
+
+    /// The thread that owns call `key`.
+    pub fn owner(&self, key: u64) -> Option<usize> {
+        self.owner.get(&key).copied()
+    }
+
+    /// Call `key` ended: its thread, which no longer counts it.
+    pub fn release(&mut self, key: u64) -> Option<usize> {
+        let t = self.owner.remove(&key)?;
+        self.load[t] -= 1;
+        Some(t)
+    }
+
+    /// Calls per thread.
+    pub fn load(&self) -> &[usize] {
+        &self.load
+    }
 }
 
 #[derive(Debug)]
@@ -180,16 +234,27 @@ impl MediaThreads {
 
 impl MediaHandle {
     pub fn send(&self, cmd: Command) {
-        let key = match &cmd {
-            Command::Add(setup) => setup.key,
-            Command::End { key, .. } | Command::Update { key, .. } | Command::AddStream { key, .. } => *key,
-            Command::Stop => {
-                self.shards.iter().for_each(|s| s.send(Command::Stop));
-                return;
+        let thread = {
+            let mut placement = self.placement.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &cmd {
+                Command::Add(setup) => Some(placement.assign(setup.key)),
+                Command::End { key, .. } => placement.release(*key),
+                Command::Update { key, .. } | Command::AddStream { key, .. } => placement.owner(*key),
+                Command::Stop => {
+                    self.shards.iter().for_each(|s| s.send(Command::Stop));
+                    return;
+                }
             }
         };
-        if let Some(shard) = self.shards.get((key % self.shards.len() as u64) as usize) {
-            shard.send(cmd);
+        match thread.and_then(|t| self.shards.get(t)) {
+            Some(shard) => shard.send(cmd),
+            // Not added (or ended twice): the thread would not know it either. An End still
+            // gets its answer.
+            None => {
+                if let Command::End { done, .. } = cmd {
+                    let _ = done.send(CallResult { stats: vec![], media: vec![], rate: 0, frames: 0, error: Some("unknown call".into()), file: None });
+                }
+            }
         }
     }
 }
@@ -406,8 +471,10 @@ impl Rx {
 
     /// Cache hints for the fields a packet reads.
     fn prefetch(&self) {
-        prefetch::read(&self.latch);
+        self.latch.prefetch();
         prefetch::read(&self.srtp_broken);
+        prefetch::read(&self.shift);
+        prefetch::read(&self.held);
         prefetch::read(&self.srtp);
         prefetch::read(&self.ssrc);
         prefetch::read(&self.codec);
@@ -540,8 +607,9 @@ pub fn start(events: tmpsc::UnboundedSender<MediaEvent>) -> std::io::Result<(Med
         threads.push(std::thread::Builder::new().name(format!("media-{i}")).spawn(move || run(poll, commands, events))?);
         shards.push(Shard { tx, pending, waker });
     }
-    info!(threads = n, "media threads started");
-    Ok((MediaHandle { shards: shards.into() }, MediaThreads(threads)))
+    info!(threads = n, calls_per_thread_before_the_next = FILL, "media threads started");
+    let placement = Arc::new(std::sync::Mutex::new(Placement::new(n, FILL)));
+    Ok((MediaHandle { shards: shards.into(), placement }, MediaThreads(threads)))
 }
 
 /// A media thread's end of its command channel.
@@ -581,8 +649,9 @@ fn run(mut poll: Poll, commands: Commands, events: tmpsc::UnboundedSender<MediaE
     let mut later: Vec<Command> = Vec::new();
 
     loop {
-        let timeout = next_tick.saturating_duration_since(clock::now());
-        if let Err(e) = poll.poll(&mut mio_events, Some(timeout))
+        // Without calls nothing is due until a command wakes the thread.
+        let timeout = (!call_index.is_empty()).then(|| next_tick.saturating_duration_since(clock::now()));
+        if let Err(e) = poll.poll(&mut mio_events, timeout)
             && e.kind() != ErrorKind::Interrupted {
                 error!(error = %e, "media poll failed");
             }
@@ -952,5 +1021,28 @@ fn on_packet(call: &mut Call, rx: &mut Rx, channel: usize, scratch: &mut Scratch
         // RFC 3389 comfort noise and DTX: silence, which the timeline writes where nothing is.
         PayloadKind::ComfortNoise => rx.media.comfort_noise += 1,
         PayloadKind::Unknown => rx.media.unknown_payloads += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Placement;
+
+    #[test]
+    fn calls_fill_the_first_thread_then_go_to_the_least_loaded() {
+        let mut p = Placement::new(3, 2);
+        let threads: Vec<usize> = (1..=8).map(|k| p.assign(k)).collect();
+        assert_eq!(threads, [0, 0, 1, 1, 2, 2, 0, 1]);
+        assert_eq!(p.load(), [3, 3, 2]);
+        assert_eq!(p.owner(3), Some(1));
+        assert_eq!(p.release(3), Some(1));
+        assert_eq!(p.release(3), None, "an end for an ended call is not counted twice");
+        assert_eq!(p.owner(3), None);
+        assert_eq!(p.load(), [3, 2, 2]);
+        // Below the fill again: the first such thread takes the next call.
+        assert_eq!(p.release(1), Some(0));
+        assert_eq!(p.release(2), Some(0));
+        assert_eq!(p.assign(9), 0);
+        assert_eq!(p.load(), [2, 2, 2]);
     }
 }
