@@ -24,7 +24,10 @@
 //! becomes a trickle of them. A backward
 //! slip is taken whole where silence precedes the packet (a pause in the talk or a lost packet:
 //! nothing audible is dropped), and during [`SETTLE`] after an anchor (the anchor packet may
-//! itself have been delayed). Forward slips are always stepped: a late packet may be jitter. A
+//! itself have been delayed): then what was placed since the anchor moves back with it, so the
+//! packets read in one burst with a late anchor keep their audio. During the call's first
+//! [`SETTLE`] nothing becomes final: a new call's first packets, which may wait in their socket
+//! while the call is set up, land at their places however late they are read. Forward slips are always stepped: a late packet may be jitter. A
 //! slow sender silent for long (DTX) may come back up to 0.5 % of the pause late, which the steps
 //! then absorb; past the reorder window the late run below re-anchors it. No floating point per
 //! packet; an integer division only while correcting, and for an RTP clock that does not divide
@@ -479,6 +482,12 @@ impl Timeline {
                         ch.stats.drift_inserted += slip as u64;
                         // Fill the inserted samples with the packet's first one: no click.
                         room.fill(ring, pos..pos + slip, pcm[0]);
+                    } else if arrival - a.since < lim.settle {
+                        // The anchor packet was read late (it waited in the socket while the
+                        // call was being set up, or the media thread was busy): what was placed
+                        // since moves back with the anchor, so the packets read together with
+                        // it keep their audio rather than being written over by this one.
+                        room.shift(ring, a.pos..a.top_end, slip);
                     } else {
                         ch.stats.drift_dropped += slip.unsigned_abs();
                     }
@@ -512,12 +521,15 @@ impl Timeline {
         // Only what lies between the frontier and the end of the ring can be stored.
         let start = pos.max(frontier);
         let end = (pos + n).min(room.end);
+        // Audio from before t0 (sent before our 200 OK) is not recorded, and is not late.
         if start >= end {
-            ch.stats.late += 1;
+            if end > 0 {
+                ch.stats.late += 1;
+            }
             return;
         }
-        if start > pos {
-            ch.stats.late += 1; // partly late: its head was already written
+        if start > pos.max(0) {
+            ch.stats.late += 1; // partly late: its head was already final
         }
         ch.stats.packets += 1;
         room.put(ring, start, &pcm[(start - pos) as usize..(end - pos) as usize]);
@@ -539,6 +551,12 @@ impl Timeline {
     /// (as interleaved slices of the ring) once at least [`FLUSH_BYTES`] of them have gathered.
     pub fn advance<E>(&mut self, now: Instant, sink: impl FnMut(&[i16]) -> Result<(), E>) -> Result<(), E> {
         let target = self.position_of(now) - self.limits.window;
+        // During the call's first SETTLE nothing becomes final: the first packets may have
+        // waited in their socket while the call was being set up (or the media thread was
+        // busy), and the first packets read on time then move them back to their places.
+        if target < self.limits.settle {
+            return Ok(());
+        }
         self.frontier = self.frontier.max(target);
         if self.frontier - self.emitted < self.limits.flush {
             return Ok(());
@@ -603,6 +621,21 @@ impl Room {
                     frame[c] = *s;
                 }
             }
+        }
+    }
+
+    /// Moves the channel's samples in `range` back by `-by` (`by` ≤ 0) and clears what they
+    /// leave; samples that would land before the frontier are dropped (that audio is final).
+    fn shift(&self, ring: &mut [i16], range: std::ops::Range<i64>, by: i64) {
+        let slot = |p: i64| p.rem_euclid(self.ring_len) as usize * self.nch + self.channel;
+        let (start, end) = (range.start.max(self.frontier), range.end.min(self.end));
+        for p in start..end {
+            if p + by >= self.frontier {
+                ring[slot(p + by)] = ring[slot(p)];
+            }
+        }
+        for p in (end + by).max(start)..end {
+            ring[slot(p)] = 0;
         }
     }
 
@@ -730,20 +763,22 @@ mod tests {
 
     #[test]
     fn late_packet_dropped_and_its_gap_is_silence() {
+        // After the call's first second (SETTLE), in which nothing becomes final.
         let t0 = crate::clock::now();
+        let s = t0 + 1000 * MS;
         let mut tl = Timeline::new(t0, 8000, 1, 60 * MS);
-        tl.place(0, t0 + 20 * MS, meta(0, 0), &pkt(1));
-        tl.place(0, t0 + 60 * MS, meta(2, 320), &pkt(3));
+        tl.place(0, s + 20 * MS, meta(0, 0), &pkt(1));
+        tl.place(0, s + 60 * MS, meta(2, 320), &pkt(3));
         assert_eq!(tl.stats(0).unwrap().lost, 1);
         let mut written = Vec::new();
-        advance_into(&mut tl, t0 + 200 * MS, &mut written);
-        // seq 1 arrives long after its place was written.
-        tl.place(0, t0 + 200 * MS, meta(1, 160), &pkt(2));
-        written.extend(collect(&mut tl, t0 + 200 * MS));
-        assert_eq!(&written[160..320], &[0; 160], "a packet that never came in time is silence");
+        advance_into(&mut tl, s + 200 * MS, &mut written);
+        // seq 1 arrives long after its place was final.
+        tl.place(0, s + 200 * MS, meta(1, 160), &pkt(2));
+        written.extend(collect(&mut tl, s + 200 * MS));
+        assert_eq!(&written[8160..8320], &[0; 160], "a packet that never came in time is silence");
         let st = tl.stats(0).unwrap();
         assert_eq!((st.late, st.lost, st.reanchors), (1, 0, 0), "late, not lost: it arrived");
-        assert_eq!(written.len(), 1600);
+        assert_eq!(written.len(), 9600);
     }
 
     #[test]
@@ -929,9 +964,10 @@ mod tests {
     #[test]
     fn packets_queued_before_the_first_read_keep_their_places() {
         // The first packets wait in the socket until the media thread first reads it (up to
-        // 25 ms here; beyond, SETTLE's correction overwrites the first packets' audio); later ones are seen at 5 ms wake-ups. Every packet's audio must be at
-        // its place, bar what lies before t0.
-        for (delay, phase) in [(0u32, 0u32), (7, 1), (18, 3), (25, 4)] {
+        // 180 ms here: a busy media thread registers a new call's sockets late); later ones are
+        // seen at 5 ms wake-ups. Every packet's audio must be at its place, bar what lies
+        // before t0.
+        for (delay, phase) in [(0u32, 0u32), (7, 1), (18, 3), (25, 4), (44, 2), (97, 1), (180, 3)] {
             let t0 = crate::clock::now();
             let mut tl = Timeline::new(t0, 8000, 1, 60 * MS);
             let mut out = Vec::new();
@@ -957,6 +993,9 @@ mod tests {
                 let off = start.map(|s| s as i64 - nominal as i64);
                 assert!(off.is_some_and(|o| (0..=64).contains(&o)) && count >= 150, "delay {delay}, phase {phase}: packet {i} off {off:?} count {count}");
             }
+            // The first packet's audio from before t0 is cut, and is not counted late.
+            let st = tl.stats(0).unwrap();
+            assert_eq!((st.late, st.lost), (0, 0), "delay {delay}, phase {phase}");
         }
     }
 
@@ -1016,8 +1055,8 @@ mod tests {
     #[test]
     fn delayed_first_packet_is_corrected_by_the_next_ones() {
         // The anchor packet comes 30 ms late; the next ones on time move the anchor back at
-        // once (during SETTLE), overwriting the late packet's audio rather than keeping 30 ms
-        // of delay for the whole call.
+        // once (during SETTLE), with the late packet's audio, rather than keeping 30 ms of
+        // delay for the whole call.
         let t0 = crate::clock::now();
         let mut tl = Timeline::new(t0, 8000, 1, 60 * MS);
         let mut out = Vec::new();
@@ -1028,11 +1067,11 @@ mod tests {
             advance_into(&mut tl, at, &mut out);
         }
         out.extend(collect(&mut tl, t0 + 1000 * MS));
-        for (i, p) in out.chunks(160).enumerate().skip(1) {
+        for (i, p) in out.chunks(160).enumerate() {
             assert!(p.iter().all(|s| *s == i as i16 + 1), "packet {i} at its place");
         }
         let st = tl.stats(0).unwrap();
-        assert_eq!((st.reanchors, st.drift_dropped, st.late), (0, 240, 0));
+        assert_eq!((st.reanchors, st.drift_dropped, st.late), (0, 0, 0), "the late packet's audio moved back with the anchor");
     }
 
     #[test]
