@@ -219,7 +219,7 @@ impl<W: Write + Seek> WavWriter<W> {
         let width = usize::from(self.layout.encoding.bytes_per_sample());
         if cfg!(target_endian = "little") && self.layout.encoding == Encoding::Pcm16 {
             // The samples' memory is the file's layout: handed to the writer as it is (the
-            // media threads write half a second of a call at a time, no copy in between).
+            // media threads write 32 KiB of a call at a time, no copy in between).
             self.inner.write_all(bytemuck::cast_slice(samples))?;
             self.data_bytes += (samples.len() * width) as u64;
             return Ok(());

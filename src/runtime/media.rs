@@ -149,7 +149,7 @@ pub const MAX_THREADS: usize = 16;
 /// Calls a media thread takes before the next one is used: below it, one thread's wake-ups
 /// serve all its calls at once (each extra thread costs its own wake-ups, about 8 µs of context
 /// switch each on a VM, 200 a second); above it, calls go to the least loaded thread. One
-/// thread handles more than 2,000 calls within a core (docs/performance.md).
+/// thread handles about 3,500 calls within a core (docs/performance.md).
 pub const FILL: usize = 250;
 
 /// Handle to the media threads: routes each command to the thread that owns its call.
@@ -523,7 +523,7 @@ struct Call {
     timeline: Timeline,
     /// Channel → the token of its RTP socket.
     by_channel: Vec<Option<usize>>,
-    /// Written unbuffered: the timeline hands out half a second of the call at a time.
+    /// Written unbuffered: the timeline hands out 32 KiB of the call at a time.
     wav: Option<WavWriter<File>>,
     tokens: Vec<usize>,
     last_activity: Instant,
