@@ -4,7 +4,7 @@
 //! rate. A stream's first packet anchors its RTP timestamp to its arrival time (the packet's
 //! audio ends when it arrives); later packets land at `anchor + (timestamp − anchor timestamp)`
 //! converted from the codec's RTP clock to the recording's rate, so network jitter does not move
-//! audio around. Each channel buffers a fixed ring of samples ahead of the write frontier, which
+//! audio around. The channels share a fixed ring of frames ahead of the write frontier, which
 //! trails the wall clock by the reorder window: packets that arrive out of order inside the
 //! window land at their place, later ones are counted (`late`) and dropped; a packet received
 //! twice is counted (`duplicates`) and dropped. Samples no packet covered stay zero: a lost
@@ -67,8 +67,8 @@ pub const RING: Duration = Duration::from_secs(2);
 /// gathered, and at the end: large writes, few system calls, no copy into a write buffer. The
 /// kernel's cost per byte written falls with the write's size (ext4 on Linux 6.18: 0.75 ms per
 /// MB in 16 KB writes, 0.5 in 32 KB, 0.38 in 64 KB); 32 KiB is one second of a two-channel
-/// 8 kHz call, as much as a crash could cost on top of the reorder window (the WAV header is
-/// brought up to date every second). The ring holds it on top of [`RING`].
+/// 8 kHz call (two seconds of a mono one, half a second at 16 kHz), as much as a crash could
+/// cost on top of the reorder window. The ring holds it on top of [`RING`].
 pub const FLUSH_BYTES: usize = 32 * 1024;
 /// Newest packets late for this long of arrival time in a row re-anchor the stream. A stall's
 /// burst arrives within a few wake-ups, far inside it.
@@ -482,13 +482,13 @@ impl Timeline {
                         ch.stats.drift_inserted += slip as u64;
                         // Fill the inserted samples with the packet's first one: no click.
                         room.fill(ring, pos..pos + slip, pcm[0]);
-                    } else if arrival - a.since < lim.settle {
+                    } else if slip < 0 && arrival - a.since < lim.settle {
                         // The anchor packet was read late (it waited in the socket while the
                         // call was being set up, or the media thread was busy): what was placed
                         // since moves back with the anchor, so the packets read together with
                         // it keep their audio rather than being written over by this one.
                         room.shift(ring, a.pos..a.top_end, slip);
-                    } else {
+                    } else if slip < 0 {
                         ch.stats.drift_dropped += slip.unsigned_abs();
                     }
                     a.pos += slip;
@@ -1174,6 +1174,45 @@ mod tests {
         assert!(ch1[24000..24160].iter().all(|s| *s == 0), "the late packet is not placed");
         assert!(ch1[..24000].iter().chain(&ch1[24160..]).all(|s| *s == 2));
         assert_eq!(tl.stats(1).unwrap().late, 1);
+    }
+
+    #[test]
+    fn late_reanchor_burst_moves_back_across_the_ring_end_on_its_channel_only() {
+        // Two channels. At 3 s stream 1 switches source; the new source's first two packets
+        // are read together, 22 and 2 ms late, where the ring wraps (24,192 frames), with the
+        // frontier well past t0. The first is moved back with the anchor; channel 0's samples,
+        // interleaved with the moved ones, stay as they are.
+        let t0 = crate::clock::now();
+        let mut tl = Timeline::new(t0, 8000, 2, 60 * MS);
+        assert_eq!(tl.limits.ring_len, 24192, "the wrap this test is about");
+        let mut out = Vec::new();
+        for i in 0..200u32 {
+            let at = t0 + (i + 1) * 20 * MS;
+            tl.place(0, at, meta(i as u16, i * 160), &pkt(1));
+            match i {
+                0..150 => tl.place(1, at, meta(i as u16, i * 160), &pkt(2)),
+                150 => {} // read with the next one
+                151 => {
+                    let late = at + 2 * MS;
+                    for k in [150u32, 151] {
+                        tl.place(1, late, RtpMeta { ssrc: 9, seq: 7000 + k as u16, timestamp: 90_000 + k * 160, marker: k == 150 }, &pkt(3));
+                    }
+                }
+                _ => tl.place(1, at, RtpMeta { ssrc: 9, seq: 7000 + i as u16, timestamp: 90_000 + i * 160, marker: false }, &pkt(3)),
+            }
+            advance_into(&mut tl, at, &mut out);
+        }
+        out.extend(collect(&mut tl, t0 + 4000 * MS));
+        assert_eq!(out.len(), 2 * 32000);
+        let ch = |c: usize| out.iter().skip(c).step_by(2).copied().collect::<Vec<i16>>();
+        assert!(ch(0).iter().all(|s| *s == 1), "channel 0 untouched by the move");
+        let ch1 = ch(1);
+        // The new source is 16 samples (2 ms, inside the drift deadband) late from then on.
+        assert!(ch1[..24000].iter().all(|s| *s == 2));
+        assert!(ch1[24000..24016].iter().all(|s| *s == 0));
+        assert!(ch1[24016..].iter().all(|s| *s == 3), "both burst packets kept, across the wrap");
+        let st = tl.stats(1).unwrap();
+        assert_eq!((st.reanchors, st.late, st.drift_dropped), (1, 0, 0));
     }
 
     #[test]

@@ -177,6 +177,8 @@ pub struct WavWriter<W: Write + Seek> {
     data_bytes: u64,
     /// Data sizes above this are written as RF64.
     rf64_above: u64,
+    /// The data size the header on disk describes.
+    header_bytes: u64,
 }
 
 impl<W: Write + Seek> WavWriter<W> {
@@ -190,7 +192,7 @@ impl<W: Write + Seek> WavWriter<W> {
         let layout = Layout { channels: channels.max(1), sample_rate, encoding };
         inner.write_all(&layout.header(0, false))?;
         let rf64_above = riff_data_limit(layout.header_len());
-        Ok(WavWriter { inner, layout, data_bytes: 0, rf64_above })
+        Ok(WavWriter { inner, layout, data_bytes: 0, rf64_above, header_bytes: 0 })
     }
 
     /// Switches to RF64 once the data passes `data_bytes` instead of near 4 GiB, so that tests
@@ -264,13 +266,16 @@ impl<W: Write + Seek> WavWriter<W> {
         self.layout.header_len() + self.data_bytes + (self.data_bytes & 1)
     }
 
-    /// Rewrites the header with the current sizes and flushes, so the file on disk is a valid
-    /// WAV (RF64 once the data passed the RIFF limit).
+    /// Rewrites the header with the current sizes (when they changed since the last time) and
+    /// flushes, so the file on disk is a valid WAV (RF64 once the data passed the RIFF limit).
     pub fn checkpoint(&mut self) -> Result<(), WavError> {
-        let h = self.layout.header(self.data_bytes, self.data_bytes > self.rf64_above);
-        self.inner.seek(SeekFrom::Start(0))?;
-        self.inner.write_all(&h)?;
-        self.inner.seek(SeekFrom::Start(self.layout.header_len() + self.data_bytes))?;
+        if self.data_bytes != self.header_bytes {
+            let h = self.layout.header(self.data_bytes, self.data_bytes > self.rf64_above);
+            self.inner.seek(SeekFrom::Start(0))?;
+            self.inner.write_all(&h)?;
+            self.inner.seek(SeekFrom::Start(self.layout.header_len() + self.data_bytes))?;
+            self.header_bytes = self.data_bytes;
+        }
         self.inner.flush()?;
         Ok(())
     }

@@ -237,7 +237,11 @@ impl MediaHandle {
         let thread = {
             let mut placement = self.placement.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             match &cmd {
-                Command::Add(setup) => Some(placement.assign(setup.key)),
+                Command::Add(setup) => {
+                    // Keys come from a counter: a second Add for a live key would orphan it.
+                    debug_assert!(placement.owner(setup.key).is_none(), "call key {} added twice", setup.key);
+                    Some(placement.assign(setup.key))
+                }
                 Command::End { key, .. } => placement.release(*key),
                 Command::Update { key, .. } | Command::AddStream { key, .. } => placement.owner(*key),
                 Command::Stop => {
@@ -863,9 +867,9 @@ fn watch(poll: &Poll, streams: &mut Slab<Stream>, calls: &mut Slab<Call>, index:
 
 /// Asks the cache for the state the next sockets' packets will need, in stages, each reading
 /// only what the stage before asked for one socket earlier (a system call, about 2 µs, ago):
-/// four sockets ahead the stream's slot; three ahead its decoding state and its call's slot;
-/// two ahead the call's fields; one ahead the channel's state; and for the socket about to be
-/// read, the ring slots its packet will fill. See `media::prefetch`.
+/// five sockets ahead the stream's slot; four ahead its decoding state and its call's slot;
+/// three ahead the call's fields; two ahead the channel's state; one ahead the ring slots its
+/// next packet will fill. See `media::prefetch`.
 fn look_ahead(streams: &Slab<Stream>, calls: &Slab<Call>, ready: &[usize], i: usize) {
     let stream = |k: usize| ready.get(i + k).and_then(|&t| streams.get(t)).filter(|s| s.rx.is_some());
     if let Some(&t) = ready.get(i + 5) {
