@@ -566,7 +566,12 @@ impl Call {
 
     fn write_until(&mut self, now: Instant) {
         let Self { timeline, wav, error, span, .. } = self;
-        let Some(w) = wav.as_mut() else { return };
+        let Some(w) = wav.as_mut() else {
+            // Nothing is stored (recording settings said so, or the file failed): the timeline
+            // still moves on, so that its packets are not all counted late in the metrics.
+            let _ = timeline.advance(now, |_| Ok::<(), std::convert::Infallible>(()));
+            return;
+        };
         if let Err(e) = timeline.advance(now, |chunk| w.write_interleaved(chunk)) {
             let _in_call = span.enter();
             error!(error = %e, "recording write failed; later audio of this call is lost");
