@@ -416,6 +416,12 @@ impl Rx {
         if let Some(r) = self.resampler.as_mut() {
             r.reset();
         }
+        self.finish_event(t0, now);
+    }
+
+    /// Records the digit of the telephone-event in progress, if any: its end will not be seen
+    /// (a new source, a codec change, the call's end).
+    fn finish_event(&mut self, t0: Instant, now: Instant) {
         if let Some(d) = self.dtmf.finish() {
             self.record_digit(d, t0, now);
         }
@@ -451,9 +457,7 @@ impl Rx {
                             Box::new(Previous { payload_type: self.codec.payload_type, decoder: old, resampler: self.resampler.take(), shift: self.shift })
                         });
                         self.media.codec_changes += 1;
-                        if let Some(dg) = self.dtmf.finish() {
-                            self.record_digit(dg, t0, now);
-                        }
+                        self.finish_event(t0, now);
                         self.fit_rate(rate, timeline, ch.channel);
                     }
                     Err(e) => warn!(channel = ch.channel, error = %e, "no decoder for the new codec: the old one is kept"),
@@ -489,9 +493,7 @@ impl Rx {
 
     /// What is reported for the stream at the end.
     fn report(&mut self, t0: Instant, end: Instant) -> StreamMedia {
-        if let Some(d) = self.dtmf.finish() {
-            self.record_digit(d, t0, end);
-        }
+        self.finish_event(t0, end);
         let mut m = std::mem::take(&mut self.media);
         m.rejected = self.decoder.rejected();
         m.srtp = self.srtp.as_ref().map(|r| (self.srtp_suite(), r.stats()));
